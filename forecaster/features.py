@@ -1,0 +1,220 @@
+"""Windows of a panel become TFT inputs: the feature layout shared by training and serving.
+
+Each window is one (instance, signal) series cut at an origin (index of the last observed
+step). The encoder holds up to ``context`` steps, left-aligned as pytorch-forecasting expects
+for variable encoder lengths; the decoder holds ``horizon`` steps of known-future calendar
+features. Every series is scaled by its own encoder mean and standard deviation *before* the
+loss, so a byte-count series and a CPU ratio weigh the same in training.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from forecaster.panel import Panel
+
+DAY = 86400.0
+WEEK = 7 * DAY
+KNOWN_REALS: tuple[str, ...] = ("tod_sin", "tod_cos", "dow_sin", "dow_cos", "rel_time")
+STATIC_REALS: tuple[str, ...] = ("threshold_z",)
+Z_CLIP = 50.0
+
+
+def unknown_reals(signals: list[str]) -> list[str]:
+    """Encoder-only inputs: the target, its observed mask, and every signal of the same host."""
+    names = ["target", "observed"]
+    if len(signals) > 1:
+        names += [f"host_{s}" for s in signals]
+    return names
+
+
+def x_reals(signals: list[str]) -> list[str]:
+    return [*STATIC_REALS, *unknown_reals(signals), *KNOWN_REALS]
+
+
+@dataclass
+class WindowBatch:
+    """Model inputs for B windows plus what is needed to map outputs back to units."""
+
+    series: np.ndarray  # [B, 2] (instance index, signal index) into the panel
+    origins: np.ndarray  # [B] panel time index of the last observed step
+    encoder_cont: np.ndarray  # float32 [B, E, F]
+    decoder_cont: np.ndarray  # float32 [B, H, F]
+    signal_code: np.ndarray  # int64 [B]
+    encoder_lengths: np.ndarray  # int64 [B]
+    center: np.ndarray  # float64 [B]
+    scale: np.ndarray  # float64 [B]
+    last_value: np.ndarray  # float64 [B], last observed value in units
+    threshold: np.ndarray  # float64 [B], NaN when none
+    target: np.ndarray  # float32 [B, H] future values in units, NaN where unknown
+    encoder_max: np.ndarray  # float64 [B], max observed value in the encoder (units)
+    encoder_values: np.ndarray  # float64 [B, E] right-aligned (column -1 = origin), gaps filled
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def scaled_target(self) -> np.ndarray:
+        return ((self.target - self.center[:, None]) / self.scale[:, None]).astype(np.float32)
+
+
+def _ffill(rows: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN along the last axis (leading NaN stay NaN)."""
+    mask = np.isfinite(rows)
+    idx = np.where(mask, np.arange(rows.shape[-1]), 0)
+    np.maximum.accumulate(idx, axis=-1, out=idx)
+    return np.take_along_axis(rows, idx, axis=-1)
+
+
+def _calendar(seconds: np.ndarray) -> np.ndarray:
+    """Time of day and day of week as sine/cosine pairs (UTC)."""
+    tod = 2 * np.pi * (seconds % DAY) / DAY
+    # 1970-01-01 was a Thursday; shift so that the cycle starts on Monday.
+    dow = 2 * np.pi * ((seconds + 3 * DAY) % WEEK) / WEEK
+    return np.stack([np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow)], axis=-1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class WindowRules:
+    """When a window is usable; the counters in :func:`build_windows` say why one was not."""
+
+    context: int
+    horizon: int
+    min_history: int
+    max_stale_steps: int = 3
+    min_observed_fraction: float = 0.5
+
+
+def build_windows(
+    panel: Panel,
+    series: np.ndarray,
+    origins: np.ndarray,
+    rules: WindowRules,
+    signal_codes: dict[str, int],
+    thresholds: np.ndarray | None = None,
+    skipped: Counter[str] | None = None,
+) -> WindowBatch:
+    """Cut windows for ``series[b] = (instance, signal)`` at ``origins[b]``.
+
+    Windows with too little history, a stale end, or mostly gaps are removed and counted in
+    ``skipped`` under ``short_history``, ``stale`` and ``gappy``; the returned batch holds only
+    usable windows. ``thresholds`` (per window, units) default to NaN.
+    """
+    skipped = skipped if skipped is not None else Counter()
+    E, H = rules.context, rules.horizon
+    series = np.asarray(series, dtype=np.int64).reshape(-1, 2)
+    origins = np.asarray(origins, dtype=np.int64)
+    thr = np.full(len(origins), np.nan) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    inst, sig = series[:, 0], series[:, 1]
+    T = panel.n_times
+
+    rel = np.arange(-E + 1, 1)
+    enc_idx = origins[:, None] + rel[None, :]
+    enc_ok = enc_idx >= 0
+    raw = panel.values[inst[:, None], sig[:, None], np.clip(enc_idx, 0, T - 1)].astype(np.float64)
+    raw[~enc_ok] = np.nan
+    observed = np.isfinite(raw)
+    has_any = observed.any(axis=1)
+    first = np.where(has_any, observed.argmax(axis=1), E)
+    lengths = E - first
+    last_obs = np.where(has_any, E - 1 - observed[:, ::-1].argmax(axis=1), -1)
+    stale = (E - 1 - last_obs) > rules.max_stale_steps
+    n_obs = observed.sum(axis=1)
+    short = lengths < rules.min_history
+    gappy = n_obs < rules.min_observed_fraction * np.maximum(lengths, 1)
+    keep = ~(short | stale | gappy)
+    skipped["short_history"] += int(short.sum())
+    skipped["stale"] += int((stale & ~short).sum())
+    skipped["gappy"] += int((gappy & ~short & ~stale).sum())
+
+    series, origins, thr = series[keep], origins[keep], thr[keep]
+    inst, sig = series[:, 0], series[:, 1]
+    raw, observed, first, lengths = raw[keep], observed[keep], first[keep], lengths[keep]
+    B = len(origins)
+    n_sig = len(panel.signals)
+
+    # Left-align: position k holds encoder step first+k; positions >= length are padding.
+    k = np.arange(E)[None, :]
+    src = np.clip(first[:, None] + k, 0, E - 1)
+    pad = k >= lengths[:, None]
+    target_raw = np.take_along_axis(raw, src, axis=1)
+    obs_aligned = np.take_along_axis(observed, src, axis=1) & ~pad
+    target_filled = _ffill(np.where(pad, np.nan, target_raw))
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vals_for_stats = np.where(obs_aligned, target_filled, np.nan)
+        center = np.nanmean(vals_for_stats, axis=1) if B else np.zeros(0)
+        std = np.nanstd(vals_for_stats, axis=1) if B else np.zeros(0)
+        enc_max = np.nanmax(vals_for_stats, axis=1) if B else np.zeros(0)
+    scale = np.maximum(std, np.maximum(0.01 * np.abs(center), 1e-6))
+    last_value = target_filled[np.arange(B), np.maximum(lengths - 1, 0)] if B else np.zeros(0)
+
+    unknown = unknown_reals(panel.signals)
+    names = x_reals(panel.signals)
+    F = len(names)
+    enc = np.zeros((B, E, F), dtype=np.float32)
+    dec = np.zeros((B, H, F), dtype=np.float32)
+    col = {n: i for i, n in enumerate(names)}
+
+    def z(values: np.ndarray, c: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return np.clip((values - c[:, None]) / s[:, None], -Z_CLIP, Z_CLIP)
+
+    enc[:, :, col["target"]] = np.nan_to_num(z(target_filled, center, scale))
+    enc[:, :, col["observed"]] = obs_aligned
+    if len(unknown) > 2:
+        host = panel.values[inst[:, None, None], np.arange(n_sig)[None, :, None],
+                            np.clip(origins[:, None, None] - E + 1 + first[:, None, None] + k[:, None, :],
+                                    0, T - 1)].astype(np.float64)
+        host[np.broadcast_to(pad[:, None, :], host.shape)] = np.nan
+        host = _ffill(host)
+        with np.errstate(invalid="ignore"):
+            hc = np.nanmean(host, axis=2)
+            hs = np.nanstd(host, axis=2)
+        hs = np.maximum(np.nan_to_num(hs), np.maximum(0.01 * np.abs(np.nan_to_num(hc)), 1e-6))
+        for j, s in enumerate(panel.signals):
+            enc[:, :, col[f"host_{s}"]] = np.nan_to_num(z(host[:, j], np.nan_to_num(hc[:, j]), hs[:, j]))
+
+    thr_z = np.where(np.isfinite(thr), np.clip((thr - center) / scale, -10, 10), 10.0)
+    enc[:, :, col["threshold_z"]] = thr_z[:, None]
+    dec[:, :, col["threshold_z"]] = thr_z[:, None]
+
+    step = panel.step_seconds
+    t_origin = panel.timestamps[np.clip(origins, 0, T - 1)].astype(np.float64)
+    t_origin = t_origin + (origins - np.clip(origins, 0, T - 1)) * step
+    enc_times = t_origin[:, None] + (k - (lengths[:, None] - 1)) * step
+    dec_times = t_origin[:, None] + np.arange(1, H + 1)[None, :] * step
+    cal_cols = [col[n] for n in KNOWN_REALS[:4]]
+    enc[:, :, cal_cols] = _calendar(enc_times)
+    dec[:, :, cal_cols] = _calendar(dec_times)
+    enc[:, :, col["rel_time"]] = (k - (lengths[:, None] - 1)) / H
+    dec[:, :, col["rel_time"]] = np.arange(1, H + 1)[None, :] / H
+    enc[pad] = 0.0
+
+    dec_idx = origins[:, None] + np.arange(1, H + 1)[None, :]
+    dec_ok = dec_idx < T
+    target = panel.values[inst[:, None], sig[:, None], np.clip(dec_idx, 0, T - 1)].astype(np.float32)
+    target[~dec_ok] = np.nan
+
+    codes = np.array([signal_codes.get(panel.signals[j], 0) for j in sig], dtype=np.int64)
+    return WindowBatch(series, origins, enc, dec, codes, lengths.astype(np.int64), center, scale,
+                       last_value, thr, target, enc_max, _ffill(raw))
+
+
+def breach_within(future: np.ndarray, threshold: np.ndarray, horizon: int, run: int = 2) -> np.ndarray:
+    """True where ``future[:, :horizon]`` exceeds the threshold for ``run`` consecutive steps."""
+    above = np.nan_to_num(future[:, :horizon], nan=-np.inf) > threshold[:, None]
+    if run <= 1:
+        return above.any(axis=1)
+    both = above[:, run - 1:].copy()
+    for shift in range(1, run):
+        both &= above[:, run - 1 - shift: above.shape[1] - shift]
+    return both.any(axis=1)
+
+
+def first_crossing(path: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Index (0-based step) where each path first exceeds its threshold, -1 if never."""
+    above = path > threshold[:, None]
+    hit = above.any(axis=1)
+    return np.where(hit, above.argmax(axis=1), -1)

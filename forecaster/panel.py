@@ -1,0 +1,183 @@
+"""The one input pipeline: Prometheus range results or Parquet tables become a regular-grid panel.
+
+A :class:`Panel` holds ``values[instance, signal, time]`` on a regular step grid, NaN where
+nothing was observed. Training (from Parquet or Prometheus history) and serving (from the last
+context window of range queries) both go through these functions, so the two can never
+disagree about alignment, gap handling or feature order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+class PanelError(ValueError):
+    """Input data that cannot become a panel (wrong columns, no rows, irregular step)."""
+
+
+@dataclass
+class Panel:
+    """Regular-grid values per (instance, signal); ``timestamps`` are unix seconds, ascending."""
+
+    instances: list[str]
+    signals: list[str]
+    timestamps: np.ndarray  # int64 seconds, regular step
+    values: np.ndarray  # float32 [n_instances, n_signals, n_times], NaN = missing
+    step_seconds: int
+    thresholds: np.ndarray | None = None  # float32 [n_instances, n_signals]: per-series override
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        expected = (len(self.instances), len(self.signals), len(self.timestamps))
+        if self.values.shape != expected:
+            raise PanelError(f"values shape {self.values.shape} does not match {expected}")
+
+    @property
+    def n_times(self) -> int:
+        return len(self.timestamps)
+
+    def instance_index(self, instance: str) -> int:
+        return self.instances.index(instance)
+
+    def select_instances(self, keep: Sequence[str]) -> Panel:
+        idx = [self.instances.index(i) for i in keep]
+        thr = self.thresholds[idx] if self.thresholds is not None else None
+        return Panel(list(keep), list(self.signals), self.timestamps, self.values[idx], self.step_seconds,
+                     thr, Counter(self.dropped))
+
+
+def grid(start: float, end: float, step: int) -> np.ndarray:
+    """Step-aligned timestamps covering [start, end] (both rounded down to the step)."""
+    first = int(start) // step * step
+    last = int(end) // step * step
+    return np.arange(first, last + 1, step, dtype=np.int64)
+
+
+def _place(values: np.ndarray, timestamps: np.ndarray, times: np.ndarray, step: int) -> tuple[np.ndarray, int]:
+    """Put samples onto the grid by nearest slot; returns (row, samples that fell outside)."""
+    row = np.full(len(timestamps), np.nan, dtype=np.float32)
+    if len(times) == 0:
+        return row, 0
+    slots = np.rint((np.asarray(times, dtype=np.float64) - timestamps[0]) / step).astype(np.int64)
+    inside = (slots >= 0) & (slots < len(timestamps))
+    vals = np.asarray(values, dtype=np.float64)[inside]
+    vals[~np.isfinite(vals)] = np.nan
+    row[slots[inside]] = vals
+    return row, int((~inside).sum())
+
+
+def panel_from_range_results(
+    results: Mapping[str, Iterable[object]],
+    signals: Sequence[str],
+    start: float,
+    end: float,
+    step: int,
+    instance_label: str = "instance",
+) -> Panel:
+    """Build a panel from one range query per signal.
+
+    ``results[signal]`` is an iterable of objects with ``labels``, ``timestamps`` and ``values``
+    (the Prometheus client's ``RangeSeries``). Series without the instance label are counted
+    and dropped, and so are duplicates of an instance within one signal (a query that did not
+    aggregate ``by (instance)``): keeping one at random would silently mix hosts.
+    """
+    timestamps = grid(start, end, step)
+    rows: dict[tuple[str, str], np.ndarray] = {}
+    dropped: Counter[str] = Counter()
+    for signal in signals:
+        seen: set[str] = set()
+        for series in results.get(signal, ()):
+            labels = getattr(series, "labels")  # noqa: B009 - duck-typed RangeSeries
+            instance = labels.get(instance_label)
+            if not instance:
+                dropped["no_instance_label"] += 1
+                continue
+            if instance in seen:
+                dropped["duplicate_instance"] += 1
+                rows.pop((instance, signal), None)
+                continue
+            seen.add(instance)
+            row, _outside = _place(getattr(series, "values"), timestamps,  # noqa: B009
+                                   getattr(series, "timestamps"), step)  # noqa: B009
+            rows[(instance, signal)] = row
+    instances = sorted({inst for inst, _ in rows})
+    values = np.full((len(instances), len(signals), len(timestamps)), np.nan, dtype=np.float32)
+    index = {inst: i for i, inst in enumerate(instances)}
+    sig_index = {s: j for j, s in enumerate(signals)}
+    for (inst, sig), row in rows.items():
+        values[index[inst], sig_index[sig]] = row
+    return Panel(instances, list(signals), timestamps, values, step, dropped=dropped)
+
+
+def panel_from_frame(
+    frame: pd.DataFrame,
+    signals: Sequence[str] | None = None,
+    step: int | None = None,
+    instance_col: str = "instance",
+    time_col: str = "timestamp",
+) -> Panel:
+    """Build a panel from a wide table: ``instance, timestamp, <one column per signal>``.
+
+    This is the simulator's Parquet layout. The step is inferred (the most common spacing)
+    when not given; rows off the grid are snapped to the nearest slot.
+    """
+    missing = [c for c in (instance_col, time_col) if c not in frame.columns]
+    if missing:
+        raise PanelError(f"table lacks column(s) {', '.join(missing)}")
+    if signals is None:
+        signals = [c for c in frame.columns if c not in (instance_col, time_col)
+                   and pd.api.types.is_numeric_dtype(frame[c])]
+    absent = [s for s in signals if s not in frame.columns]
+    if absent:
+        raise PanelError(f"table lacks signal column(s) {', '.join(absent)}")
+    if frame.empty:
+        raise PanelError("table has no rows")
+    seconds = _to_unix_seconds(frame[time_col])
+    if step is None:
+        step = infer_step(seconds)
+    timestamps = grid(float(seconds.min()), float(seconds.max()), step)
+    instances = sorted(frame[instance_col].astype(str).unique())
+    values = np.full((len(instances), len(signals), len(timestamps)), np.nan, dtype=np.float32)
+    inst_codes = pd.Categorical(frame[instance_col].astype(str), categories=instances).codes
+    slots = np.rint((seconds - timestamps[0]) / step).astype(np.int64)
+    for j, sig in enumerate(signals):
+        vals = pd.to_numeric(frame[sig], errors="coerce").to_numpy(dtype=np.float64)
+        vals[~np.isfinite(vals)] = np.nan
+        values[inst_codes, j, slots] = vals
+    return Panel(instances, list(signals), timestamps, values, step)
+
+
+def panel_from_long(
+    frame: pd.DataFrame,
+    step: int | None = None,
+    series_col: str = "series_id",
+    time_col: str = "timestamp",
+    value_col: str = "value",
+    signal: str = "value",
+) -> Panel:
+    """Build a one-signal panel from a long table (the benchmark layout: one row per point)."""
+    wide = frame.rename(columns={series_col: "instance", value_col: signal})
+    return panel_from_frame(wide[["instance", time_col, signal]], [signal], step, "instance", time_col)
+
+
+def _to_unix_seconds(column: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(dtype=np.float64)
+    ts = pd.to_datetime(column, utc=True)
+    return (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+
+
+def infer_step(seconds: np.ndarray) -> int:
+    diffs = np.diff(np.unique(seconds))
+    if len(diffs) == 0:
+        raise PanelError("cannot infer the step from fewer than two timestamps")
+    values, counts = np.unique(np.rint(diffs).astype(np.int64), return_counts=True)
+    step = int(values[np.argmax(counts)])
+    if step <= 0:
+        raise PanelError("timestamps are not increasing")
+    return step

@@ -1,0 +1,359 @@
+"""Fit the TFT with Lightning on sampled windows, then calibrate it on a validation slice.
+
+A full pass over a fleet's history is hundreds of thousands of windows at ~17 ms of CPU each,
+so an "epoch" here is a fixed number of randomly sampled batches, and the run stops on early
+stopping, ``max_epochs`` or a wall-clock budget, whichever comes first. The best weights (by
+validation loss) are kept as a safetensors checkpoint, never as a pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forecaster.calibration import (
+    BREACH_HORIZONS,
+    breach_features,
+    fit_band,
+    fit_breach_model,
+    reliability_table,
+)
+from forecaster.features import WindowBatch, WindowRules, breach_within, build_windows
+from forecaster.model import ForecastModel, ModelSpec, build_network, to_network_input
+from forecaster.panel import Panel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    batch_size: int = 64
+    batches_per_epoch: int = 100
+    max_epochs: int = 20
+    learning_rate: float = 3e-3
+    early_stopping_patience: int = 4
+    time_budget_seconds: float = 3600.0
+    gradient_accumulation: int = 1
+    seed: int = 42
+    validation_windows: int = 2048
+    accelerator: str = "auto"
+    devices: str | int = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str | None = None
+    progress: bool = False
+    work_dir: Path | None = None
+    initial_weights: Path | None = None
+
+
+@dataclass
+class Split:
+    """Per-series time indices: train targets end before ``val_start``; validation origins after."""
+
+    series: np.ndarray  # [S, 2]
+    first: np.ndarray  # [S] first observed index
+    val_start: np.ndarray  # [S]
+    end: np.ndarray  # [S] last index usable (exclusive end of the data used here)
+
+
+def make_split(panel: Panel, validation_steps: int, end: np.ndarray | None = None,
+               min_train_fraction: float = 0.6) -> Split:
+    """Hold out the last ``validation_steps`` of every series (at most 40 % of its length)."""
+    obs = np.isfinite(panel.values)
+    series, firsts, vstarts, ends = [], [], [], []
+    for i in range(len(panel.instances)):
+        for j in range(len(panel.signals)):
+            row = obs[i, j]
+            if not row.any():
+                continue
+            first = int(row.argmax())
+            last = int(len(row) - 1 - row[::-1].argmax()) + 1
+            if end is not None:
+                last = min(last, int(end[i]))
+            n = last - first
+            if n <= 0:
+                continue
+            v = min(validation_steps, int(n * (1 - min_train_fraction)))
+            series.append((i, j))
+            firsts.append(first)
+            vstarts.append(last - v)
+            ends.append(last)
+    return Split(np.array(series, dtype=np.int64).reshape(-1, 2), np.array(firsts), np.array(vstarts),
+                 np.array(ends))
+
+
+def series_thresholds(panel: Panel, series: np.ndarray, default: dict[str, float] | None = None) -> np.ndarray:
+    """Threshold per series: the panel's own (benchmark sidecars) or the signal's from config."""
+    if panel.thresholds is not None:
+        return panel.thresholds[series[:, 0], series[:, 1]].astype(np.float64)
+    default = default or {}
+    return np.array([default.get(panel.signals[j], np.nan) for j in series[:, 1]], dtype=np.float64)
+
+
+class WindowSampler:
+    """Draws random training windows whose whole horizon lies in the training part."""
+
+    def __init__(self, panel: Panel, split: Split, rules: WindowRules, codes: dict[str, int],
+                 thresholds: np.ndarray, seed: int) -> None:
+        self.panel, self.split, self.rules, self.codes = panel, split, rules, codes
+        self.thresholds = thresholds
+        self.rng = np.random.default_rng(seed)
+        lo = split.first + rules.min_history - 1
+        hi = split.val_start - rules.horizon  # last origin whose targets end before validation
+        self.lo = lo
+        self.count = np.maximum(hi - lo, 0)
+        self.weights = self.count / max(self.count.sum(), 1)
+        self.skipped: Counter[str] = Counter()
+        if self.count.sum() == 0:
+            raise ValueError("no training windows: history too short for context + horizon "
+                             f"(need at least {rules.min_history + rules.horizon} steps per series "
+                             "before the validation slice)")
+
+    def sample(self, n: int) -> WindowBatch:
+        parts: list[WindowBatch] = []
+        have = 0
+        for _ in range(20):  # bounded: gaps may reject some draws
+            k = max(n - have, 8) * 2
+            s = self.rng.choice(len(self.count), size=k, p=self.weights)
+            o = self.lo[s] + (self.rng.random(k) * self.count[s]).astype(np.int64)
+            batch = build_windows(self.panel, self.split.series[s], o, self.rules, self.codes,
+                                  self.thresholds[s], self.skipped)
+            observed = np.isfinite(batch.target).mean(axis=1) >= 0.5
+            batch = _take(batch, np.flatnonzero(observed))
+            parts.append(batch)
+            have += len(batch)
+            if have >= n:
+                break
+        merged = _concat(parts)
+        return _take(merged, np.arange(min(n, len(merged))))
+
+
+def _take(batch: WindowBatch, idx: np.ndarray) -> WindowBatch:
+    return WindowBatch(**{name: getattr(batch, name)[idx] for name in batch.__dataclass_fields__})
+
+
+def _concat(parts: list[WindowBatch]) -> WindowBatch:
+    return WindowBatch(**{name: np.concatenate([getattr(p, name) for p in parts])
+                          for name in parts[0].__dataclass_fields__})
+
+
+def validation_windows(panel: Panel, split: Split, rules: WindowRules, codes: dict[str, int],
+                       thresholds: np.ndarray, every: int = 12, limit: int = 4096,
+                       seed: int = 0) -> WindowBatch:
+    """Hourly origins inside each series' validation slice (capped at ``limit`` windows)."""
+    series, origins, thr = [], [], []
+    for s in range(len(split.series)):
+        start = split.val_start[s] - 1
+        stop = split.end[s] - rules.horizon
+        for o in range(int(start), int(stop), every):
+            series.append(split.series[s])
+            origins.append(o)
+            thr.append(thresholds[s])
+    if not origins:
+        raise ValueError("no validation windows: the validation slice is shorter than the horizon")
+    series_a, origins_a, thr_a = np.array(series), np.array(origins), np.array(thr)
+    if len(origins_a) > limit:
+        pick = np.sort(np.random.default_rng(seed).choice(len(origins_a), limit, replace=False))
+        series_a, origins_a, thr_a = series_a[pick], origins_a[pick], thr_a[pick]
+    return build_windows(panel, series_a, origins_a, rules, codes, thr_a)
+
+
+def pinball(pred_z: Any, target_z: Any, quantiles: list[float]) -> Any:
+    """Mean pinball loss over quantiles and observed targets (torch tensors, scaled units)."""
+    import torch
+
+    mask = torch.isfinite(target_z)
+    y = torch.nan_to_num(target_z).clamp(-50, 50)
+    losses = []
+    for i, q in enumerate(quantiles):
+        err = y - pred_z[..., i]
+        losses.append(torch.maximum(q * err, (q - 1) * err))
+    per = torch.stack(losses, dim=-1).mean(-1)
+    return (per * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _lightning_module(network: Any, settings: TrainSettings, quantiles: list[float]) -> Any:
+    import lightning.pytorch as pl
+    import torch
+
+    class TFTTrainingModule(pl.LightningModule):
+        """Wraps the TFT: loss on per-window scaled targets, Adam with plateau decay."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def _step(self, batch: tuple[dict, Any]) -> Any:
+            x, y = batch
+            pred = self.network(x)["prediction"]
+            return pinball(pred, y, quantiles)
+
+        def training_step(self, batch: tuple[dict, Any], batch_idx: int) -> Any:
+            loss = self._step(batch)
+            self.log("train_loss", loss, prog_bar=True, batch_size=len(batch[1]))
+            return loss
+
+        def validation_step(self, batch: tuple[dict, Any], batch_idx: int) -> None:
+            loss = self._step(batch)
+            self.log("val_loss", loss, prog_bar=True, batch_size=len(batch[1]))
+
+        def configure_optimizers(self) -> Any:
+            opt = torch.optim.Adam(self.network.parameters(), lr=settings.learning_rate)
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+
+    return TFTTrainingModule()
+
+
+def _to_torch_batch(batch: WindowBatch) -> tuple[dict, Any]:
+    import torch
+
+    return to_network_input(batch), torch.as_tensor(batch.scaled_target())
+
+
+@dataclass
+class TrainResult:
+    model: ForecastModel
+    epochs: int
+    samples_seen: int
+    seconds: float
+    best_val_loss: float
+    stopped_because: str
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validation_steps: int,
+                thresholds_by_signal: dict[str, float] | None = None,
+                series_end: np.ndarray | None = None) -> TrainResult:
+    """Train, keep the best weights, calibrate band and breach model on the validation slice."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+    from safetensors.torch import load_model, save_model
+
+    started = time.monotonic()
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
+    codes = spec.signal_codes()
+    split = make_split(panel, validation_steps, end=series_end)
+    thresholds = series_thresholds(panel, split.series, thresholds_by_signal)
+    sampler = WindowSampler(panel, split, rules, codes, thresholds, settings.seed)
+    val = validation_windows(panel, split, rules, codes, thresholds, limit=settings.validation_windows,
+                             seed=settings.seed)
+    log.info("training on %d series; %d candidate windows; %d validation windows",
+             len(split.series), int(sampler.count.sum()), len(val))
+
+    network = build_network(spec)
+    if settings.initial_weights is not None:
+        load_model(network, str(settings.initial_weights), strict=True)
+        log.info("starting from weights %s", settings.initial_weights)
+    module = _lightning_module(network, settings, spec.quantiles)
+
+    class SampledBatches(torch.utils.data.IterableDataset):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for _ in range(settings.batches_per_epoch * settings.gradient_accumulation):
+                yield _to_torch_batch(sampler.sample(settings.batch_size))
+
+    val_batches = [_to_torch_batch(_take(val, np.arange(i, min(i + 256, len(val)))))
+                   for i in range(0, len(val), 256)]
+    work = Path(settings.work_dir) if settings.work_dir else Path("runs") / "train"
+    work.mkdir(parents=True, exist_ok=True)
+    best_path = work / "best.safetensors"
+
+    class KeepBest(Callback):
+        """Checkpoint the best weights as safetensors (no pickle) and log each epoch."""
+
+        def __init__(self) -> None:
+            self.best = math.inf
+            self.epochs = 0
+
+        def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if trainer.sanity_checking:
+                return
+            loss = float(trainer.callback_metrics.get("val_loss", math.inf))
+            self.epochs = trainer.current_epoch + 1
+            if loss < self.best:
+                self.best = loss
+                save_model(network, str(best_path))
+            log.info("epoch %d: val_loss %.4f (best %.4f), %.0fs elapsed", self.epochs, loss, self.best,
+                     time.monotonic() - started)
+
+    keep = KeepBest()
+    precision = settings.precision or ("bf16-mixed" if torch.cuda.is_available()
+                                       and torch.cuda.is_bf16_supported() else "32-true")
+    early = EarlyStopping(monitor="val_loss", patience=settings.early_stopping_patience, mode="min")
+    budget = max(settings.time_budget_seconds - (time.monotonic() - started), 1.0)
+    trainer = pl.Trainer(
+        max_epochs=settings.max_epochs,
+        max_time=timedelta(seconds=budget),
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        strategy=settings.strategy,
+        num_nodes=settings.num_nodes,
+        precision=precision,
+        accumulate_grad_batches=settings.gradient_accumulation,
+        gradient_clip_val=0.5,
+        callbacks=[keep, early, LearningRateMonitor(logging_interval="epoch")],
+        logger=CSVLogger(str(work), name="logs"),
+        enable_checkpointing=False,
+        enable_progress_bar=settings.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(SampledBatches(), batch_size=None),
+                val_dataloaders=torch.utils.data.DataLoader(val_batches, batch_size=None))
+    if early.stopped_epoch:
+        why = "early_stopping"
+    elif time.monotonic() - started >= settings.time_budget_seconds * 0.98:
+        why = "time_budget"
+    else:
+        why = "max_epochs"
+    if best_path.exists():
+        load_model(network, str(best_path))
+    network.eval()
+    network.cpu()
+
+    model = ForecastModel(spec, network)
+    raw = model.raw_quantiles(val)
+    model.band = fit_band(raw, val.target.astype(np.float64))
+    calibrated = model.band.apply(raw)
+    model.breach = fit_breach_model(calibrated, val.target.astype(np.float64), val.center, val.scale,
+                                    val.last_value, val.encoder_max, val.threshold)
+    validation = validation_report(model, val, calibrated)
+    seconds = time.monotonic() - started
+    samples = keep.epochs * settings.batches_per_epoch * settings.gradient_accumulation * settings.batch_size
+    log.info("trained %d epochs (%s), %d samples in %.0fs; validation coverage %.3f -> %.3f",
+             keep.epochs, why, samples, seconds, model.band.coverage_before or float("nan"),
+             model.band.coverage_after or float("nan"))
+    return TrainResult(model, keep.epochs, samples, seconds, keep.best, why, validation)
+
+
+def validation_report(model: ForecastModel, val: WindowBatch, q: np.ndarray) -> dict[str, Any]:
+    """Calibration evidence stored with the model: coverage and breach reliability per horizon."""
+    y = val.target.astype(np.float64)
+    report: dict[str, Any] = {"windows": len(val), "coverage_p10_p90": model.band.coverage_after,
+                              "coverage_before_calibration": model.band.coverage_before, "breach": {}}
+    armed = np.isfinite(val.threshold) & (val.last_value <= val.threshold)
+    for label, H in BREACH_HORIZONS.items():
+        if q.shape[1] < H:
+            continue
+        known = armed & np.isfinite(y[:, :H]).all(axis=1)
+        if not known.any():
+            continue
+        feats = breach_features(q[known], val.center[known], val.scale[known], val.last_value[known],
+                                val.encoder_max[known], val.threshold[known], H)
+        prob = model.breach.probability(label, feats)
+        outcome = breach_within(y[known], val.threshold[known], H).astype(np.float64)
+        report["breach"][label] = {"reliability": reliability_table(prob, outcome),
+                                   **model.breach.fit_stats.get(label, {})}
+    return report
