@@ -1,0 +1,322 @@
+"""``tft-trainer``: train, gate and promote models (cron-ready), and run the benchmark backtest.
+
+Exit statuses (the same for every subcommand; documented in docs/TRAINING.md):
+
+    0  success: the candidate was promoted (train), or the forecasts file was written (backtest)
+    1  unexpected failure (a bug: the traceback is logged)
+    2  bad command line or configuration
+    3  kept the current model: the candidate is not better than it by the configured margin
+    4  kept the current model: the candidate does not beat the seasonal-naive / linear baselines
+    5  another training run holds the lock; nothing was done
+    6  no usable history (Prometheus unreachable, no series, or too short)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_BETTER, EXIT_BASELINE, EXIT_LOCKED, EXIT_NO_DATA = 0, 1, 2, 3, 4, 5, 6
+OUTCOMES = {EXIT_OK: "promoted", EXIT_FAIL: "failed", EXIT_USAGE: "bad_config", EXIT_NOT_BETTER: "kept_current",
+            EXIT_BASELINE: "worse_than_baseline", EXIT_LOCKED: "locked", EXIT_NO_DATA: "no_data"}
+
+log = logging.getLogger("trainer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tft-trainer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
+    p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def lightning_flags(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
+        sp.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 4, ...")
+        sp.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, ...")
+        sp.add_argument("--num-nodes", type=int, default=1)
+        sp.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on GPUs)")
+        sp.add_argument("--time-budget", type=float, default=None, help="minutes for the whole command")
+        sp.add_argument("--max-epochs", type=int, default=None)
+        sp.add_argument("--batches-per-epoch", type=int, default=None)
+        sp.add_argument("--batch-size", type=int, default=None)
+        sp.add_argument("--seed", type=int, default=None)
+        sp.add_argument("--init-from", type=Path, default=None,
+                        help="start from this model directory's weights (same signals and sizes)")
+        sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar with ETA (default: when stderr is a terminal)")
+
+    t = sub.add_parser("train", help="train a candidate, backtest it, promote it if it is better")
+    t.add_argument("--prometheus.url", dest="prometheus_url", default=None)
+    t.add_argument("--parquet", type=Path, default=None, help="read history from this file instead")
+    t.add_argument("--registry", type=Path, default=None, help="model registry directory")
+    t.add_argument("--days", type=float, default=None, help="days of history to pull")
+    t.add_argument("--per-server", action="store_true", help="train one model per host")
+    t.add_argument("--metrics-file", type=Path, default=None)
+    t.add_argument("--lock-file", type=Path, default=None)
+    lightning_flags(t)
+
+    b = sub.add_parser("backtest", help="run the benchmark protocol on a dataset and write forecasts")
+    b.add_argument("--data", type=Path, required=True, help="dataset (Parquet/CSV in the protocol format)")
+    b.add_argument("--out", type=Path, required=True, help="forecasts file to write (.parquet or .csv)")
+    b.add_argument("--report", type=Path, default=None, help="also write the run report as JSON")
+    b.add_argument("--score", type=Path, default=None, help="score.py to run (default: found beside --data)")
+    b.add_argument("--hidden-size", type=int, default=None)
+    lightning_flags(b)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from forecaster.logsetup import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        return cmd_backtest(args)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+def _settings(args: argparse.Namespace, config: Any, budget_default_min: float) -> Any:
+    import sys as _sys
+
+    from trainer.training import TrainSettings
+
+    tc = config.trainer
+    budget = args.time_budget if args.time_budget is not None else budget_default_min
+    return TrainSettings(
+        batch_size=args.batch_size or tc.batch_size,
+        batches_per_epoch=args.batches_per_epoch or tc.batches_per_epoch,
+        max_epochs=args.max_epochs or tc.max_epochs,
+        learning_rate=tc.learning_rate,
+        early_stopping_patience=tc.early_stopping_patience,
+        time_budget_seconds=budget * 60,
+        gradient_accumulation=tc.gradient_accumulation,
+        seed=args.seed if args.seed is not None else tc.seed,
+        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
+        precision=args.precision,
+        progress=args.progress if args.progress is not None else _sys.stderr.isatty(),
+        initial_weights=(args.init_from / "model.safetensors") if args.init_from else None,
+    )
+
+
+def _spec(config: Any, signals: list[str], hidden: int | None = None) -> Any:
+    from forecaster.model import ModelSpec
+
+    m = config.model
+    return ModelSpec(signals=signals, context_steps=m.context_steps, horizon_steps=m.horizon_steps,
+                     step_seconds=m.step_seconds, hidden_size=hidden or m.hidden_size,
+                     attention_heads=m.attention_heads, hidden_continuous_size=m.hidden_continuous_size,
+                     dropout=m.dropout, min_history_steps=m.min_history_steps)
+
+
+def _load_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+    from forecaster.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config_file, overrides)
+    except ConfigError as exc:
+        print(f"tft-trainer: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from forecaster.registry import Registry
+    from trainer.cron import LockHeld, run_lock, write_run_metrics
+
+    config = _load_config(args, {"prometheus.url": args.prometheus_url,
+                                 "trainer.registry_dir": str(args.registry) if args.registry else None,
+                                 "trainer.parquet": str(args.parquet) if args.parquet else None,
+                                 "trainer.history_days": args.days})
+    if config is None:
+        return EXIT_USAGE
+    if args.init_from is not None and not (args.init_from / "model.safetensors").is_file():
+        print(f"tft-trainer: --init-from {args.init_from}: no model.safetensors there", file=sys.stderr)
+        return EXIT_USAGE
+    registry = Registry(config.trainer.registry_dir)
+    lock = args.lock_file or config.trainer.lock_file or registry.root / ".train.lock"
+    metrics = args.metrics_file or config.trainer.metrics_file or registry.root / "trainer_metrics.prom"
+    started = time.monotonic()
+    try:
+        with run_lock(Path(lock)):
+            code, scores, version = _train_locked(args, config, registry, started)
+    except LockHeld as exc:
+        log.error("%s", exc)
+        return EXIT_LOCKED
+    except Exception:
+        log.exception("training failed")
+        code, scores, version = EXIT_FAIL, None, None
+    write_run_metrics(Path(metrics), exit_code=code, outcome=OUTCOMES[code],
+                      duration_s=time.monotonic() - started, scores=scores, version=version)
+    log.info("exit %d (%s); metrics in %s", code, OUTCOMES[code], metrics)
+    return code
+
+
+def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
+                  started: float) -> tuple[int, dict | None, str | None]:
+    import torch
+
+    from forecaster.artifacts import ModelLoadError, load_model_dir
+    from forecaster.features import WindowRules
+    from forecaster.registry import GLOBAL_SCOPE, host_scope
+    from trainer import gate
+    from trainer.history import HistoryError, from_parquet, from_prometheus
+    from trainer.training import train_model
+
+    torch.set_num_threads(config.trainer.torch_threads)
+    try:
+        if config.trainer.parquet is not None:
+            panel = from_parquet(config.trainer.parquet, config)
+        else:
+            panel = from_prometheus(config, config.trainer.history_days)
+    except HistoryError as exc:
+        log.error("%s", exc)
+        return EXIT_NO_DATA, None, None
+
+    signals = [s.name for s in config.signals]
+    thresholds = {s.name: s.threshold for s in config.signals}
+    spec = _spec(config, signals)
+    step_days = 86400 // spec.step_seconds
+    holdout = int(config.trainer.validation_days * step_days)
+    needed = 2 * holdout + spec.context_steps + 2 * spec.horizon_steps
+    if panel.n_times < needed:
+        log.error("history has %d steps; training with validation and holdout slices of %g days needs %d",
+                  panel.n_times, config.trainer.validation_days, needed)
+        return EXIT_NO_DATA, None, None
+    settings = _settings(args, config, config.trainer.time_budget_minutes)
+    rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
+
+    jobs = [(GLOBAL_SCOPE, panel)]
+    if args.per_server:
+        jobs = [(host_scope(inst), panel.select_instances([inst])) for inst in panel.instances]
+    codes: list[int] = []
+    all_scores: dict[str, dict[str, float]] = {}
+    version = None
+    for scope, part in jobs:
+        end = __import__("numpy").full(len(part.instances), part.n_times - holdout)
+        try:
+            result = train_model(part, spec, settings, holdout, thresholds, series_end=end)
+        except ValueError as exc:
+            log.error("%s: %s", scope, exc)
+            codes.append(EXIT_NO_DATA)
+            continue
+        candidate = result.model
+        candidate.metadata.update({
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "training": {"instances": part.instances, "steps": part.n_times,
+                         "window_start": int(part.timestamps[0]), "window_end": int(part.timestamps[-1]),
+                         "holdout_steps": holdout, "epochs": result.epochs, "samples": result.samples_seen,
+                         "seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,
+                         "data_fingerprint": _fingerprint(part)},
+            "signals": [s.model_dump(mode="json") for s in config.signals],
+            "validation": result.validation,
+        })
+        models = {"candidate": candidate}
+        try:
+            current_path = registry.latest_path(scope)
+            if current_path is not None:
+                current = load_model_dir(current_path)
+                if current.spec.signals == spec.signals and current.spec.horizon_steps == spec.horizon_steps:
+                    models["current"] = current
+                else:
+                    log.warning("%s: current model %s has other signals or horizon; not compared", scope,
+                                current_path)
+        except ModelLoadError as exc:
+            log.warning("%s: current model unusable (%s); judging the candidate against baselines only",
+                        scope, exc)
+        batch, owner = gate.holdout_windows(part, holdout, rules, spec.signal_codes(), thresholds)
+        scores = gate.evaluate(part, batch, owner, models, spec.horizon_steps)
+        decision = gate.decide(scores, config.trainer.promotion_margin)
+        candidate.metadata["holdout_scores"] = {k: v.as_dict() for k, v in scores.items()}
+        version = registry.add(candidate, scope)
+        for name, s in scores.items():
+            log.info("%s holdout %-15s sQL %.4f  MASE %.4f  coverage %.3f", scope, name, s.sql, s.mase, s.coverage)
+        if decision.promote:
+            registry.promote(version, scope)
+            log.info("%s: promoted %s: %s", scope, version, decision.reason)
+            codes.append(EXIT_OK)
+        else:
+            log.warning("%s: kept the current model: %s", scope, decision.reason)
+            codes.append(EXIT_BASELINE if "baseline" in decision.reason or "scored" in decision.reason
+                         else EXIT_NOT_BETTER)
+        registry.prune(scope)
+        if scope == GLOBAL_SCOPE:
+            all_scores = {k: v.as_dict() for k, v in scores.items()}
+    code = EXIT_OK if codes and all(c == EXIT_OK for c in codes) else max(codes or [EXIT_NO_DATA])
+    if args.per_server and any(c == EXIT_OK for c in codes):
+        code = EXIT_OK if all(c in (EXIT_OK, EXIT_NOT_BETTER, EXIT_BASELINE) for c in codes) else code
+    return code, all_scores or None, version
+
+
+def _fingerprint(panel: Any) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(",".join(panel.instances).encode())
+    digest.update(",".join(panel.signals).encode())
+    digest.update(panel.timestamps.tobytes())
+    digest.update(__import__("numpy").nan_to_num(panel.values, nan=-1e30).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    import json
+
+    from forecaster.panel import PanelError
+    from trainer.backtest import find_scorer, load_benchmark, run_backtest, score, write_forecasts
+
+    config = _load_config(args, {})
+    if config is None:
+        return EXIT_USAGE
+    if not args.data.is_file():
+        print(f"tft-trainer: --data {args.data}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out.suffix not in (".parquet", ".csv"):
+        print("tft-trainer: --out must end in .parquet or .csv", file=sys.stderr)
+        return EXIT_USAGE
+    import torch
+
+    torch.set_num_threads(config.trainer.torch_threads)
+    try:
+        data = load_benchmark(args.data)
+    except PanelError as exc:
+        print(f"tft-trainer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    # The budget covers the whole command: keep a margin for loading, inference and writing.
+    budget = args.time_budget if args.time_budget is not None else 25.0
+    settings = _settings(args, config, budget)
+    n_origins = sum(max(0, (int(n) - 96 - int(t) + 11) // 12) for n, t in zip(data.lengths, data.n_train, strict=True))
+    settings.time_budget_seconds = max(60.0, budget * 60 - 60 - 0.02 * n_origins)
+    settings.batches_per_epoch = args.batches_per_epoch or 50
+    settings.max_epochs = args.max_epochs or 200
+    settings.early_stopping_patience = max(settings.early_stopping_patience, 6)
+    spec = _spec(config, ["value"], args.hidden_size)
+    log.info("backtest on %s: %d series, %d origins; parameters fitted once on the training parts, "
+             "initial weights: %s", args.data, len(data.series_ids), n_origins,
+             args.init_from or "none (trained from scratch)")
+    try:
+        forecasts, report = run_backtest(data, spec, settings)
+    except ValueError as exc:
+        print(f"tft-trainer: {exc}", file=sys.stderr)
+        return EXIT_NO_DATA
+    write_forecasts(forecasts, args.out)
+    log.info("wrote %d forecast rows to %s in %.0fs", len(forecasts), args.out, report["total_seconds"])
+    if args.report is not None:
+        args.report.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    scorer = args.score or find_scorer(args.data)
+    if scorer is not None:
+        return EXIT_FAIL if score(scorer, args.data, args.out, "tft") != 0 else EXIT_OK
+    log.info("score.py not found beside %s; score with: python score.py %s %s", args.data, args.data, args.out)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
