@@ -279,6 +279,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         print(f"tft-trainer: --data {args.data}: no such file", file=sys.stderr)
         return EXIT_USAGE
+    if args.score is not None and not args.score.is_file():
+        print(f"tft-trainer: --score {args.score}: no such file", file=sys.stderr)
+        return EXIT_USAGE
     if args.out.suffix not in (".parquet", ".csv"):
         print("tft-trainer: --out must end in .parquet or .csv", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,169 @@
+"""tft-trainer: train/gate/promote from Parquet, exit statuses, lock, metrics file, backtest."""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from forecaster.registry import Registry
+from tests.modelkit import TINY, synthetic_panel
+from trainer import gate
+from trainer.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+SCORER = REPO.parent / "shared" / "bench" / "score.py"
+
+
+def _config(tmp_path: Path, **trainer: object) -> Path:
+    cfg = {
+        "model": {k: v for k, v in TINY.items() if k != "attention_heads"} | {"attention_heads": 1},
+        "trainer": {"registry_dir": str(tmp_path / "registry"), "batch_size": 8, "batches_per_epoch": 3,
+                    "max_epochs": 2, "validation_days": 1, "early_stopping_patience": 1, **trainer},
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _parquet(tmp_path: Path, days: float = 5) -> Path:
+    panel = synthetic_panel(hosts=2, days=days)
+    rows = []
+    for i, inst in enumerate(panel.instances):
+        frame = pd.DataFrame({"instance": inst, "timestamp": pd.to_datetime(panel.timestamps, unit="s", utc=True)})
+        for j, sig in enumerate(panel.signals):
+            frame[sig] = panel.values[i, j]
+        rows.append(frame)
+    path = tmp_path / f"history_{days}.parquet"
+    pd.concat(rows).to_parquet(path)
+    return path
+
+
+def _metric(path: Path, name: str) -> float:
+    for line in path.read_text().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in {path}")
+
+
+def test_train_gate_and_registry_agree(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    data = _parquet(tmp_path)
+    code = main(["--config.file", str(config), "train", "--parquet", str(data), "--no-progress"])
+    registry = Registry(tmp_path / "registry")
+    metrics = tmp_path / "registry" / "trainer_metrics.prom"
+    assert code in (0, 3, 4)
+    assert _metric(metrics, "tft_trainer_last_run_exit_code") == code
+    assert len(registry.versions()) == 1
+    assert (registry.latest_version() is not None) == (code == 0)
+    text = metrics.read_text()
+    assert 'tft_trainer_backtest_score{model="seasonal_naive",metric="sql"}' in text
+    assert 'tft_trainer_backtest_score{model="candidate",metric="coverage"}' in text
+
+    # Second run: a current model (if promoted) is now part of the comparison.
+    code2 = main(["--config.file", str(config), "train", "--parquet", str(data), "--no-progress", "--seed", "7"])
+    assert code2 in (0, 3, 4)
+    assert len(registry.versions()) == 2
+    if code == 0:
+        assert 'model="current"' in metrics.read_text()
+
+
+def test_gate_keeps_the_current_model_when_the_candidate_is_worse() -> None:
+    s = gate.Scores
+    scores = {"seasonal_naive": s(0.50, 1.0, 0.8, 3), "linear": s(0.60, 1.2, 0.8, 3),
+              "current": s(0.30, 0.7, 0.8, 3), "candidate": s(0.31, 0.7, 0.8, 3)}
+    decision = gate.decide(scores, margin=0.02)
+    assert not decision.promote and "current" in decision.reason
+    scores["candidate"] = s(0.28, 0.6, 0.8, 3)
+    assert gate.decide(scores, margin=0.02).promote
+    scores["candidate"] = s(0.55, 0.6, 0.8, 3)
+    del scores["current"]
+    decision = gate.decide(scores, margin=0.02)
+    assert not decision.promote and "baseline" in decision.reason
+
+
+def test_gate_scores_a_trained_model_against_baselines(tmp_path: Path) -> None:
+    from forecaster.features import WindowRules
+    from tests.modelkit import THRESHOLDS, train_tiny
+
+    panel = synthetic_panel(hosts=2, days=5)
+    model = train_tiny(panel, tmp_path)
+    rules = WindowRules(model.spec.context_steps, model.spec.horizon_steps, model.spec.min_history_steps)
+    batch, owner = gate.holdout_windows(panel, 288, rules, model.spec.signal_codes(), THRESHOLDS)
+    scores = gate.evaluate(panel, batch, owner, {"candidate": model}, model.spec.horizon_steps)
+    assert set(scores) == {"seasonal_naive", "linear", "candidate"}
+    for name, sc in scores.items():
+        assert np.isfinite(sc.sql) and sc.sql > 0, name
+        assert 0 <= sc.coverage <= 1
+        assert sc.series == 8
+
+
+def test_lock_held_exits_5(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    lock = tmp_path / "registry" / ".train.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        code = main(["--config.file", str(config), "train", "--parquet", str(_parquet(tmp_path))])
+    assert code == 5
+
+
+def test_short_history_exits_6_and_is_recorded(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    code = main(["--config.file", str(config), "train", "--parquet", str(_parquet(tmp_path, days=1))])
+    assert code == 6
+    metrics = tmp_path / "registry" / "trainer_metrics.prom"
+    assert _metric(metrics, "tft_trainer_last_run_exit_code") == 6
+    assert 'tft_trainer_runs_total{outcome="no_data"} 1' in metrics.read_text()
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("trainer:\n  batch_size: -3\n")
+    proc = subprocess.run([sys.executable, "-m", "trainer", "--config.file", str(bad), "train"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "trainer.batch_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _protocol_dataset(tmp_path: Path, series: int = 2, days: float = 6) -> Path:
+    rng = np.random.default_rng(3)
+    rows = []
+    n = int(days * 288)
+    for s in range(series):
+        ts = pd.date_range("2014-03-01", periods=n, freq="5min") + pd.Timedelta(minutes=s)
+        value = 50 + 30 * np.sin(2 * np.pi * np.arange(n) / 288 + s) + 5 * rng.standard_normal(n)
+        value[n // 2: n // 2 + 5] = 99
+        rows.append(pd.DataFrame({"series_id": f"s{s}", "timestamp": ts, "value": value,
+                                  "imputed": np.arange(n) % 500 == 7}))
+    path = tmp_path / "bench.parquet"
+    pd.concat(rows).to_parquet(path)
+    return path
+
+
+def test_backtest_writes_a_file_score_py_accepts(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    data = _protocol_dataset(tmp_path)
+    out = tmp_path / "fc.parquet"
+    code = main(["--config.file", str(config), "backtest", "--data", str(data), "--out", str(out),
+                 "--time-budget", "2", "--max-epochs", "1", "--batches-per-epoch", "2", "--no-progress"])
+    assert code == 0
+    fc = pd.read_parquet(out)
+    assert list(fc.columns) == ["series_id", "origin", "h", "p10", "p50", "p90", "warn_2h", "warn_8h"]
+    n = 6 * 288
+    origins = len(range(int(0.7 * n) - 1, n - 96, 12))
+    assert len(fc) == 2 * origins * 96
+    assert (fc.p10 <= fc.p50).all() and (fc.p50 <= fc.p90).all()
+    if not SCORER.exists():
+        pytest.skip(f"{SCORER} not present")
+    proc = subprocess.run([sys.executable, str(SCORER), str(data), str(out), "--name", "tiny"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "missing=0" in proc.stdout
