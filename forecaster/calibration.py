@@ -13,6 +13,7 @@ Two things a quantile network does not give by itself:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -198,7 +199,7 @@ def reliability_table(prob: np.ndarray, outcome: np.ndarray, bins: int = 10) -> 
     """Observed breach frequency per predicted-probability bin: the calibration check."""
     edges = np.linspace(0, 1, bins + 1)
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         m = (prob >= lo) & ((prob < hi) | (hi == 1.0))
         if m.sum() == 0:
             continue

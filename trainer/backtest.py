@@ -66,13 +66,13 @@ def load_benchmark(path: Path, meta_path: Path | None = None) -> BenchmarkData:
     offsets, lengths, n_train, thresholds, stamps = [], [], [], [], []
     for sid, d in groups:
         n = len(d)
-        offsets.append(int(round((d["timestamp"].iloc[0] - t0).total_seconds() / step)))
+        offsets.append(round((d["timestamp"].iloc[0] - t0).total_seconds() / step))
         lengths.append(n)
         values = d["value"].to_numpy(np.float64)
         if meta is not None and sid in meta.index:
             nt, thr = int(meta.loc[sid, "n_train"]), float(meta.loc[sid, "threshold"])
         else:
-            nt = int(math.floor(TRAIN_FRACTION * n))
+            nt = math.floor(TRAIN_FRACTION * n)
             thr = float(np.percentile(values[:nt], 99))
         n_train.append(nt)
         thresholds.append(thr)
