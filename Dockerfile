@@ -1,0 +1,31 @@
+# The tft-monitor image: tft-exporter, tft-forecaster and tft-trainer.
+#   docker build -t tft-monitor:0.1.0 .      (docker-compose.yml builds it for you)
+
+# promtool, for `tft-exporter backfill` (it converts the history into TSDB blocks). Same
+# version as the prometheus service of docker-compose.yml.
+FROM prom/prometheus:v2.53.0 AS prometheus
+
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OMP_NUM_THREADS=1
+
+# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+
+COPY --from=prometheus /bin/promtool /usr/local/bin/promtool
+
+WORKDIR /opt/tft-monitor
+COPY . .
+# Editable, so that paths relative to the checkout (the shipped model in models/, config/)
+# resolve inside the image as they do in a source checkout.
+RUN pip install -e . \
+ && useradd --system --uid 10001 --home-dir /opt/tft-monitor --shell /usr/sbin/nologin tft \
+ && mkdir -p /models \
+ && chown tft /models
+
+USER tft
+EXPOSE 8920 8921
+CMD ["tft-forecaster", "--help"]

@@ -1,0 +1,170 @@
+"""docker-compose.yml and the Dockerfile: valid for docker-compose, every mounted file exists,
+pinned images, healthchecks, named volumes, the one-shot backfill and the trainer for cron."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.monitoring_exprs import ROOT
+
+COMPOSE = ROOT / "docker-compose.yml"
+ENV = {"GRAFANA_ADMIN_PASSWORD": "test-only-password"}
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return compose()["services"]
+
+
+def docker_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose is not installed but CI is set: .ci/run must install it")
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TFT_", "GRAFANA_"))}
+    full_env.update(env or {})
+    return subprocess.run([binary, "-f", str(COMPOSE), *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_docker_compose_config_is_valid() -> None:
+    result = docker_compose("config", "-q", env=ENV)
+    assert result.returncode == 0, result.stderr
+    tools = docker_compose("--profile", "tools", "config", "-q", env=ENV)
+    assert tools.returncode == 0, tools.stderr
+
+
+def test_grafana_admin_password_comes_from_the_environment() -> None:
+    result = docker_compose("config", "-q")
+    assert result.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in result.stderr
+    env = services()["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD")
+
+
+def _bind_sources(service: dict[str, Any]) -> list[str]:
+    out = []
+    for volume in service.get("volumes", []):
+        source = volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
+        if source.startswith((".", "/")):
+            out.append(source)
+    return out
+
+
+def test_every_mounted_file_exists() -> None:
+    mounts = [src for svc in services().values() for src in _bind_sources(svc)]
+    assert len(mounts) >= 6
+    for src in mounts:
+        assert (ROOT / src).exists(), f"{src} is mounted but does not exist"
+    for name, svc in services().items():
+        if "build" in svc:
+            build = svc["build"]
+            assert (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).is_file(), name
+
+
+def test_named_volumes_are_declared() -> None:
+    declared = set(compose()["volumes"])
+    used = set()
+    for svc in services().values():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                used.add(source)
+    assert used == declared
+    assert {"prometheus-data", "grafana-data", "models"} <= declared
+
+
+def test_images_are_pinned() -> None:
+    for name, svc in services().items():
+        image = svc["image"]
+        assert ":" in image and not image.endswith(":latest"), f"{name}: {image}"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for ref in re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.M):
+        assert ":" in ref and not ref.endswith(":latest"), ref
+    # The promtool copied into the project image is the Prometheus the stack runs.
+    assert services()["prometheus"]["image"] in dockerfile
+
+
+def test_dockerfile_installs_cpu_torch_first() -> None:
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()]
+    assert any(ln.startswith("FROM python:3.11-slim") for ln in lines)
+    torch = next(i for i, ln in enumerate(lines)
+                 if "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in ln)
+    package = next(i for i, ln in enumerate(lines) if re.search(r"pip install (-e )?\.", ln))
+    assert torch < package
+
+
+def test_long_running_services_have_healthchecks() -> None:
+    for name in ("prometheus", "grafana", "exporter", "forecaster"):
+        svc = services()[name]
+        assert svc["healthcheck"]["test"], name
+        assert svc.get("restart") == "unless-stopped", name
+
+
+def test_prometheus_retention_is_set_and_covers_the_backfill() -> None:
+    prom = services()["prometheus"]
+    [flag] = [a for a in prom["command"] if a.startswith("--storage.tsdb.retention.time=")]
+    days = int(re.fullmatch(r"--storage.tsdb.retention.time=(\d+)d", flag).group(1))
+    backfill_days = int(re.search(r"TFT_BACKFILL_DAYS:-(\d+)", COMPOSE.read_text()).group(1))
+    assert days > backfill_days
+    assert "retention" in (ROOT / "prometheus" / "prometheus.yml").read_text()
+
+
+def test_backfill_runs_once_before_prometheus_and_the_exporter() -> None:
+    svcs = services()
+    backfill = svcs["backfill"]
+    script = "\n".join(backfill["command"])
+    assert "tft-exporter backfill" in script and "/prometheus" in script
+    assert ".tft-backfill-done" in script, "a restart must not backfill twice"
+    assert "prometheus-data:/prometheus" in backfill["volumes"]
+    for name in ("prometheus", "exporter"):
+        assert svcs[name]["depends_on"]["backfill"]["condition"] == "service_completed_successfully"
+    # The backfilled job label is the scrape job's, so history and live scrapes are one series.
+    config = yaml.safe_load((ROOT / "config" / "compose.yml").read_text())
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    jobs = {j["job_name"] for j in prom["scrape_configs"]}
+    assert config["exporter"]["job"] in jobs
+
+
+def test_trainer_is_a_one_shot_tool() -> None:
+    trainer = services()["trainer"]
+    assert trainer["profiles"] == ["tools"]
+    assert trainer.get("restart") == "no"
+    assert "train" in trainer["command"]
+    forecaster = services()["forecaster"]
+    assert "models:/models" in trainer["volumes"] and "models:/models" in forecaster["volumes"]
+
+
+def test_compose_config_file_is_a_valid_tft_monitor_config() -> None:
+    from forecaster.config import load_config
+
+    config = load_config(ROOT / "config" / "compose.yml")
+    assert config.prometheus.url == "http://prometheus:9090"
+    assert str(config.forecaster.registry_dir) == str(config.trainer.registry_dir) == "/models"
+    try:
+        from exporter.config import load_exporter_config
+    except ImportError:
+        return
+    exporter = load_exporter_config(ROOT / "config" / "compose.yml")
+    assert exporter.job == "tft-simulator"
+
+
+def test_scrape_targets_match_the_compose_services() -> None:
+    prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    text = yaml.safe_dump(prom)
+    svcs = services()
+    for host, port in re.findall(r"\b([a-z]+):(\d{4})\b", text):
+        if host == "localhost":
+            continue
+        assert host in svcs, host
+        assert any(p.split(":")[-1] == port for p in svcs[host].get("ports", [])), (host, port)
