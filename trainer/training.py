@@ -44,6 +44,7 @@ class TrainSettings:
     gradient_accumulation: int = 1
     seed: int = 42
     validation_windows: int = 2048
+    breach_windows: int = 6000
     accelerator: str = "auto"
     devices: str | int = "auto"
     strategy: str = "auto"
@@ -166,12 +167,37 @@ def validation_windows(panel: Panel, split: Split, rules: WindowRules, codes: di
     return build_windows(panel, series_a, origins_a, rules, codes, thr_a)
 
 
+def breach_fit_windows(panel: Panel, split: Split, rules: WindowRules, codes: dict[str, int],
+                       thresholds: np.ndarray, limit: int, seed: int, every: int = 12) -> WindowBatch:
+    """Hourly origins whose horizon ends inside the training part (capped at ``limit``)."""
+    series, origins = [], []
+    for s in range(len(split.series)):
+        lo = int(split.first[s] + rules.min_history - 1)
+        hi = int(split.val_start[s] - rules.horizon)
+        for o in range(lo, hi, every):
+            series.append(s)
+            origins.append(o)
+    if not origins or limit <= 0:
+        return validation_windows_empty(panel, rules, codes)
+    idx, origins_a = np.array(series), np.array(origins)
+    if len(origins_a) > limit:
+        pick = np.sort(np.random.default_rng(seed + 1).choice(len(origins_a), limit, replace=False))
+        idx, origins_a = idx[pick], origins_a[pick]
+    return build_windows(panel, split.series[idx], origins_a, rules, codes, thresholds[idx])
+
+
+def validation_windows_empty(panel: Panel, rules: WindowRules, codes: dict[str, int]) -> WindowBatch:
+    return build_windows(panel, np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64), rules, codes)
+
+
 def pinball(pred_z: Any, target_z: Any, quantiles: list[float]) -> Any:
     """Mean pinball loss over quantiles and observed targets (torch tensors, scaled units)."""
     import torch
 
     mask = torch.isfinite(target_z)
-    y = torch.nan_to_num(target_z).clamp(-50, 50)
+    # Beyond ten standard deviations of its own window a step is an unforeseeable level shift;
+    # clamping keeps such outliers from dominating the gradient.
+    y = torch.nan_to_num(target_z).clamp(-10, 10)
     losses = []
     for i, q in enumerate(quantiles):
         err = y - pred_z[..., i]
@@ -327,8 +353,14 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     raw = model.raw_quantiles(val)
     model.band = fit_band(raw, val.target.astype(np.float64))
     calibrated = model.band.apply(raw)
-    model.breach = fit_breach_model(calibrated, val.target.astype(np.float64), val.center, val.scale,
-                                    val.last_value, val.encoder_max, val.threshold)
+    # Breaches are rare (a threshold is a level seldom passed), so the validation slice alone
+    # holds few of them: the breach model also learns from hourly windows of the training part.
+    extra = breach_fit_windows(panel, split, rules, codes, thresholds, limit=settings.breach_windows,
+                               seed=settings.seed)
+    fit_set = _concat([val, extra]) if len(extra) else val
+    fit_q = np.concatenate([calibrated, model.band.apply(model.raw_quantiles(extra))]) if len(extra) else calibrated
+    model.breach = fit_breach_model(fit_q, fit_set.target.astype(np.float64), fit_set.center, fit_set.scale,
+                                    fit_set.last_value, fit_set.encoder_max, fit_set.threshold)
     validation = validation_report(model, val, calibrated)
     seconds = time.monotonic() - started
     samples = keep.epochs * settings.batches_per_epoch * settings.gradient_accumulation * settings.batch_size
