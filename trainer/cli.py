@@ -271,7 +271,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     import json
 
     from forecaster.panel import PanelError
-    from trainer.backtest import find_scorer, load_benchmark, run_backtest, score, write_forecasts
+    from trainer.backtest import find_scorer, load_benchmark, origins_for, run_backtest, score, write_forecasts
 
     config = _load_config(args, {})
     if config is None:
@@ -296,7 +296,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     # The budget covers the whole command: keep a margin for loading, inference and writing.
     budget = args.time_budget if args.time_budget is not None else 25.0
     settings = _settings(args, config, budget)
-    n_origins = sum(max(0, (int(n) - 96 - int(t) + 11) // 12) for n, t in zip(data.lengths, data.n_train, strict=True))
+    n_origins = sum(len(origins_for(int(n), int(t))) for n, t in zip(data.lengths, data.n_train, strict=True))
     settings.time_budget_seconds = max(60.0, budget * 60 - 60 - 0.02 * n_origins)
     settings.batches_per_epoch = args.batches_per_epoch or 50
     settings.max_epochs = args.max_epochs or 200
