@@ -119,13 +119,16 @@ def to_network_input(batch: WindowBatch, device: Any = None) -> dict[str, torch.
     import torch
 
     B = len(batch)
-    E = batch.encoder_cont.shape[1]
+    # The TFT splits encoder from decoder at max(encoder_lengths), so the encoder tensors must be
+    # exactly that long: a batch of only short (warming-up) windows fails otherwise. Windows are
+    # left-aligned, so the columns cut off are padding.
+    E = int(batch.encoder_lengths.max()) if B else batch.encoder_cont.shape[1]
     H = batch.decoder_cont.shape[1]
     codes = torch.as_tensor(batch.signal_code, dtype=torch.long)
     x = {
         "encoder_cat": codes[:, None, None].expand(B, E, 1).contiguous(),
         "decoder_cat": codes[:, None, None].expand(B, H, 1).contiguous(),
-        "encoder_cont": torch.as_tensor(batch.encoder_cont),
+        "encoder_cont": torch.as_tensor(batch.encoder_cont[:, :E]),
         "decoder_cont": torch.as_tensor(batch.decoder_cont),
         "encoder_lengths": torch.as_tensor(batch.encoder_lengths, dtype=torch.long),
         "decoder_lengths": torch.full((B,), H, dtype=torch.long),
