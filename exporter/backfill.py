@@ -6,10 +6,11 @@ future, because one future sample makes Prometheus reject live samples as out of
 
 Speed comes from three things: values are computed per series for the whole time grid at once
 (numpy), each series' text is built with pyarrow string kernels instead of a Python loop per
-sample, and the time range is split into one part per CPU core, each converted by its own
-promtool process into its own (non-overlapping) block. promtool is also given a
-``--max-block-duration`` that holds each part in one block, because it rereads its input once
-per block.
+sample, and the time range is split into parts (at least one per CPU core, at most about 20
+million samples each, since promtool holds a whole block in memory), each converted by its own
+promtool process into its own non-overlapping block while the next part is written. promtool
+is also given a ``--max-block-duration`` that holds each part in one block, because it rereads
+its input once per block.
 
 Loading the blocks: stop Prometheus (or not: it also picks up new blocks at the next
 compaction), copy every block directory from ``OUT/blocks/`` into ``--storage.tsdb.path``, and
@@ -34,11 +35,14 @@ import numpy as np
 
 from exporter.families import FAMILIES, SIGNAL_CPU_MODES, SIGNAL_FAMILIES
 from exporter.incidents import incidents_document, iso, write_incidents
+from exporter.profiles import CPU_MODES, host_spec
 from exporter.simulation import RATE_WINDOW, Fleet
 
 logger = logging.getLogger(__name__)
 
 MAX_DAYS = 365.0
+#: promtool keeps a whole block in memory (about 130 bytes per sample): cap the part size.
+MAX_SAMPLES_PER_PART = 20_000_000
 SERIES_SETS: tuple[str, ...] = ("signals", "all")
 #: Block ranges promtool can create: 2h * 3^k (Prometheus's compaction levels).
 _BLOCK_RANGES_HOURS = tuple(2 * 3**k for k in range(10))
@@ -148,11 +152,15 @@ def write_openmetrics(fleet: Fleet, hosts: Sequence[str], times: np.ndarray, pat
         families, cpu_modes, root_only = tuple(FAMILIES), None, False
     with open(path, "wb", buffering=1 << 22) as fh:
         writer = _Writer(fh, times)
-        started = time.monotonic()
+        started = last_note = time.monotonic()
         for done, family_name in enumerate(families, start=1):
             writer.header(family_name)
             sparse = family_name == "tft_sim_incident_active"
-            for host in hosts:
+            for number, host in enumerate(hosts, start=1):
+                if time.monotonic() - last_note > 15.0:  # a sign of life on long runs
+                    last_note = time.monotonic()
+                    logger.info("%s%s: family %d/%d %s, host %d/%d", label, path.name, done, len(families),
+                                family_name, number, len(hosts))
                 model = fleet.model(host)
                 target = (("instance", host), ("job", job), ("profile", model.profile))
                 produced = model.series(times, [family_name], cpu_modes=cpu_modes, root_only=root_only)
@@ -164,6 +172,43 @@ def write_openmetrics(fleet: Fleet, hosts: Sequence[str], times: np.ndarray, pat
                         family_name, writer.samples, time.monotonic() - started)
         fh.write(b"# EOF\n")
     return writer.samples
+
+
+def estimate_samples(fleet: Fleet, series: str, points: int) -> int:
+    """Samples a backfill will write (ground-truth samples aside), to size the parts."""
+    per_cpu, fixed = (len(SIGNAL_CPU_MODES), 4) if series == "signals" else (len(CPU_MODES), 28)
+    return points * sum(per_cpu * host_spec(fleet.seed, name).ncpu + fixed for name in fleet.names)
+
+
+class _Converter:
+    """Runs promtool on finished parts, at most ``workers`` at a time, and checks the results."""
+
+    def __init__(self, workers: int, keep_text: bool) -> None:
+        self.workers = workers
+        self.keep_text = keep_text
+        self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def submit(self, command: list[str], path: Path) -> None:
+        while len(self.running) >= self.workers:
+            self._wait_oldest()
+        self.running.append((subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT), path))
+
+    def finish(self) -> None:
+        while self.running:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        proc, path = self.running.pop(0)
+        output, _ = proc.communicate()
+        text = output.decode(errors="replace")
+        if proc.returncode != 0:
+            for other, _ in self.running:
+                other.kill()
+            tail = text.strip().splitlines()[-1:] or ["(no output)"]
+            raise BackfillError(f"promtool failed on {path} (exit {proc.returncode}): {tail[0]}")
+        logger.debug("promtool output for %s:\n%s", path, text)
+        if not self.keep_text:
+            path.unlink(missing_ok=True)
 
 
 def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0, parquet: Path | None = None,
@@ -198,10 +243,15 @@ def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0
     promtool = shutil.which("promtool") if blocks else None
     if blocks and promtool is None:
         logger.warning("promtool is not on PATH: writing the OpenMetrics text only")
-    parts = 1 if promtool is None else max(1, min(jobs or os.cpu_count() or 1, 8, len(times) // 2))
+    workers = max(1, min(jobs or os.cpu_count() or 1, 8))
+    parts = 1
+    if promtool is not None:
+        # One part per worker, and small enough parts that promtool's memory stays bounded.
+        parts = max(workers, math.ceil(estimate_samples(fleet, series, len(times)) / MAX_SAMPLES_PER_PART))
+        parts = min(parts, max(1, len(times) // 2))
     blocks_dir = out_dir / "blocks"
+    converter = _Converter(workers, keep_text)
     text_started = time.monotonic()
-    running: list[tuple[subprocess.Popen[bytes], Path, float]] = []
     for number, part_times in enumerate(np.array_split(times, parts), start=1):
         path = out_dir / ("backfill.om" if parts == 1 else f"backfill-{number}.om")
         part_started = time.monotonic()
@@ -215,25 +265,15 @@ def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0
                                    promtool or "promtool")
         result.commands.append(command)
         if promtool is not None:
-            # Start converting this part while the next one is written.
-            running.append((subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
-                            path, time.monotonic()))
+            converter.submit(command, path)  # converts while the next part is written
     result.text_seconds = time.monotonic() - text_started
-    if running:
+    if promtool is not None:
         waited = time.monotonic()
-        for proc, path, _ in running:
-            output, _ = proc.communicate()
-            if proc.returncode != 0:
-                tail = output.decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-                raise BackfillError(f"promtool failed on {path} (exit {proc.returncode}): {tail[0]}")
-            logger.debug("promtool output for %s:\n%s", path, output.decode(errors="replace"))
+        converter.finish()
         result.promtool_seconds = time.monotonic() - waited
         result.blocks_dir = blocks_dir
         logger.info("promtool wrote blocks to %s (%.1fs after the text was done)", blocks_dir,
                     result.promtool_seconds)
-        if not keep_text:
-            for path in result.text_files:
-                path.unlink(missing_ok=True)
 
     records = fleet.incidents(start, end)
     document = incidents_document(records, seed=fleet.seed, scenario=fleet.scenario, anchor=fleet.anchor,
