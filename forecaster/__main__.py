@@ -1,0 +1,7 @@
+"""``python -m forecaster`` is ``tft-forecaster``."""
+
+import sys
+
+from forecaster.cli import main
+
+sys.exit(main())

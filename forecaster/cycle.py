@@ -1,0 +1,334 @@
+"""One forecast cycle as a function of its inputs: Prometheus, the models, the config and "now".
+
+``run_cycle`` queries, preprocesses and infers; it does not publish and keeps no state, so tests
+drive it with a fake Prometheus, a fixed clock and any model set, and the service decides what
+to do with the result (swap it in, carry old forecasts over, count the failure).
+
+Stages, each timed:
+
+* **query** - one range query per signal for the whole fleet over the context window, aligned
+  to the step grid (never one query per host: that is N times the load on Prometheus). If
+  Prometheus is unreachable or times out, the remaining signals are not tried: each would wait
+  out its own timeout and retries for the same answer.
+* **preprocess** - the shared input pipeline (:mod:`forecaster.panel`, then
+  :func:`forecaster.features.build_windows`), after dropping the hosts of other shards.
+* **inference** - all series served by one model run as one batch, cut into blocks that bound
+  memory; the network is called directly in chunks. Series no model can serve (no model
+  loaded, a signal the model does not know, or an inference error) get the seasonal-naive
+  fallback, flagged as such.
+
+Errors are collected per stage as one line each (never one per series), for the caller to log
+and count once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forecaster.config import HORIZON_LABELS, Config
+from forecaster.features import WindowBatch, WindowRules, build_windows, first_crossing
+from forecaster.panel import Panel, panel_from_range_results
+from forecaster.prometheus import PrometheusAPI, PrometheusError, RangeSeries, align
+from forecaster.sharding import in_shard
+from forecaster.snapshot import MAX_HORIZON_SECONDS, ForecastSet
+from forecaster.store import FALLBACK_VERSION, KIND_FALLBACK, KIND_GLOBAL, KIND_HOST, LoadedModel, ModelSet
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("query", "preprocess", "inference", "publish")
+#: Every reason a series can be skipped; exported at 0 from the start.
+SKIP_REASONS: tuple[str, ...] = ("no_data", "short_history", "stale", "gappy", "no_instance_label",
+                                 "duplicate_instance")
+#: Series per build_windows + predict block: bounds the memory of one block to ~100 MB at the
+#: default size whatever the fleet size, at no cost in speed.
+BLOCK_SERIES = 2048
+_ABORT_KINDS = ("unreachable", "timeout")
+
+
+@dataclass
+class CycleResult:
+    """What one cycle produced; ``forecasts`` is None when there is nothing new to serve."""
+
+    started: float
+    step_seconds: int
+    forecasts: ForecastSet | None = None
+    failed_signals: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # stage -> one line
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    skipped: Counter[str] = field(default_factory=Counter)
+    input_staleness: float | None = None
+    prometheus_failed: bool = False
+    instances: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def fail(self, stage: str, message: str) -> None:
+        self.errors[stage] = f"{self.errors[stage]}; {message}" if stage in self.errors else message
+
+
+def query_window(models: ModelSet, config: Config) -> tuple[int, int]:
+    """(step, context steps) to query: the longest context any loaded model needs."""
+    contexts = [m.model.spec.context_steps for m in models.loaded()]
+    if models.in_fallback or not contexts:
+        contexts.append(config.model.context_steps)
+    return config.model.step_seconds, max(contexts)
+
+
+def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: float, *,
+              chunk: int | None = None, monotonic: Callable[[], float] = time.monotonic) -> CycleResult:
+    """Query, preprocess and infer for every series of this shard; never raises for data problems."""
+    step, context = query_window(models, config)
+    result = CycleResult(started=now, step_seconds=step)
+    end = align(now, step)
+    start = end - (context - 1) * step
+
+    t0 = monotonic()
+    results = _query(client, config, start, end, step, result)
+    result.stage_seconds["query"] = monotonic() - t0
+    if not results:
+        return result
+
+    t0 = monotonic()
+    shard = config.forecaster.shard
+    try:
+        if shard.count > 1:
+            results = {sig: [s for s in series if "instance" not in s.labels
+                             or in_shard(s.labels["instance"], shard.count, shard.index)]
+                       for sig, series in results.items()}
+        panel = panel_from_range_results(results, [s.name for s in config.signals], start, end, step)
+    except Exception as exc:  # the pipeline must never take the service down
+        log.exception("preprocessing failed")
+        result.fail("preprocess", f"{type(exc).__name__}: {exc}")
+        result.stage_seconds["preprocess"] = monotonic() - t0
+        return result
+    result.stage_seconds["preprocess"] = monotonic() - t0
+    result.skipped.update(panel.dropped)
+    result.instances = len(panel.instances)
+    _Forecaster(panel, models, config, result, now, chunk or config.forecaster.inference_batch_size,
+                [s for s in results], monotonic).run()
+    return result
+
+
+def _query(client: PrometheusAPI, config: Config, start: float, end: float, step: int,
+           result: CycleResult) -> dict[str, list[RangeSeries]]:
+    results: dict[str, list[RangeSeries]] = {}
+    problems: list[str] = []
+    for n, signal in enumerate(config.signals):
+        try:
+            series = client.query_range(signal.query, start, end, step)
+        except PrometheusError as exc:
+            result.prometheus_failed = True
+            problems.append(f"signal {signal.name}: {exc}")
+            result.failed_signals.append(signal.name)
+            if exc.kind in _ABORT_KINDS:
+                rest = [s.name for s in config.signals[n + 1:]]
+                result.failed_signals += rest
+                if rest:
+                    problems.append(f"not tried: {', '.join(rest)}")
+                break
+            continue
+        except Exception as exc:  # a client bug: count it like a failed query, keep going
+            result.prometheus_failed = True
+            problems.append(f"signal {signal.name}: {type(exc).__name__}: {exc}")
+            result.failed_signals.append(signal.name)
+            continue
+        if not series:
+            problems.append(f"signal {signal.name}: the query returned no series")
+            result.failed_signals.append(signal.name)
+            continue
+        results[signal.name] = series
+    if problems:
+        result.fail("query", "; ".join(problems))
+    return results
+
+
+def _series_panel(panel: Panel, signals: list[str]) -> tuple[Panel, np.ndarray]:
+    """The panel with the model's signal order (NaN for signals it lacks); and panel->model index."""
+    if list(panel.signals) == list(signals):
+        return panel, np.arange(len(signals))
+    values = np.full((len(panel.instances), len(signals), panel.n_times), np.nan, dtype=np.float32)
+    to_model = np.full(len(panel.signals), -1)
+    for j, name in enumerate(panel.signals):
+        if name in signals:
+            k = signals.index(name)
+            values[:, k] = panel.values[:, j]
+            to_model[j] = k
+    return Panel(panel.instances, list(signals), panel.timestamps, values, panel.step_seconds), to_model
+
+
+class _Forecaster:
+    """The preprocess + inference stages of one cycle (a class only to share their many inputs)."""
+
+    def __init__(self, panel: Panel, models: ModelSet, config: Config, result: CycleResult, now: float,
+                 chunk: int, answered: list[str], monotonic: Callable[[], float]) -> None:
+        self.panel = panel
+        self.models = models
+        self.config = config
+        self.result = result
+        self.now = now
+        self.chunk = chunk
+        self.monotonic = monotonic
+        self.step = panel.step_seconds
+        sigs = [config.signal(name) for name in panel.signals]
+        self.thresholds = np.array([s.threshold for s in sigs], dtype=np.float64)
+        self.bounds = [(s.min, s.max) for s in sigs]
+        self.answered = {panel.signals.index(name) for name in answered}
+        self.parts: list[ForecastSet] = []
+
+    def _time(self, stage: str, began: float) -> None:
+        self.result.stage_seconds[stage] += self.monotonic() - began
+
+    def run(self) -> None:
+        began = self.monotonic()
+        panel = self.panel
+        finite = np.isfinite(panel.values)  # [I, S, T]
+        has = finite.any(axis=2)
+        cols = np.array(sorted(self.answered), dtype=np.int64)
+        self.result.skipped["no_data"] += int((~has[:, cols]).sum()) if len(cols) else 0
+        inst, sig = np.nonzero(has)
+        keep = np.isin(sig, cols)
+        inst, sig = inst[keep], sig[keep]
+        # Longest histories first, so a chunk's encoders have similar lengths (less padding).
+        first = finite[inst, sig].argmax(axis=1)
+        order = np.argsort(first, kind="stable")
+        series = np.stack([inst[order], sig[order]], axis=1).astype(np.int64)
+        last = panel.n_times - 1 - finite[:, :, ::-1].argmax(axis=2)  # [I, S] last observed index
+        self._last_seen = np.where(has, panel.timestamps[np.clip(last, 0, panel.n_times - 1)], np.nan)
+        groups = self._assign(series)
+        self._time("preprocess", began)
+        for key, (model, rows) in groups.items():
+            if model is None:
+                self._fallback(series[rows])
+            else:
+                self._model(key, model, series[rows])
+        fs = ForecastSet.concat(self.parts, self.step)
+        self.result.forecasts = fs
+        self._staleness(fs)
+
+    def _staleness(self, fs: ForecastSet) -> None:
+        index = {name: i for i, name in enumerate(self.panel.instances)}
+        sig_index = {name: j for j, name in enumerate(self.panel.signals)}
+        if len(fs):
+            rows = np.array([index[i] for i in fs.instances], dtype=np.int64)
+            cols = np.array([sig_index[s] for s in fs.signals], dtype=np.int64)
+            seen = self._last_seen[rows, cols]
+        else:
+            seen = self._last_seen[np.isfinite(self._last_seen)]
+        if len(seen):
+            self.result.input_staleness = max(0.0, float(self.now - np.nanmin(seen)))
+
+    def _assign(self, series: np.ndarray) -> dict[str, tuple[LoadedModel | None, np.ndarray]]:
+        """Group series by the model that serves them: scope name -> (model or None, row indices)."""
+        models = self.models
+        names = self.panel.signals
+        glob = models.global_model
+        default = [glob.scope if glob is not None and name in glob.model.spec.signals else KIND_FALLBACK
+                   for name in names]
+        keys = np.array(default, dtype=object)[series[:, 1]]
+        if models.host_models:
+            for r, (i, j) in enumerate(series.tolist()):
+                kind, model = models.for_series(self.panel.instances[i], names[j])
+                if kind == KIND_HOST and model is not None:
+                    keys[r] = model.scope
+        lookup: dict[str, LoadedModel | None] = {m.scope: m for m in models.loaded()}
+        lookup[KIND_FALLBACK] = None
+        groups: dict[str, tuple[LoadedModel | None, np.ndarray]] = {}
+        for key in dict.fromkeys(keys.tolist()):
+            groups[key] = (lookup[key], np.flatnonzero(keys == key))
+        return groups
+
+    def _blocks(self, series: np.ndarray) -> list[np.ndarray]:
+        return [series[lo:lo + BLOCK_SERIES] for lo in range(0, len(series), BLOCK_SERIES)]
+
+    def _model(self, scope: str, lm: LoadedModel, series: np.ndarray) -> None:
+        spec = lm.model.spec
+        mpanel, to_model = _series_panel(self.panel, list(spec.signals))
+        min_history = min(self.config.model.min_history_steps, spec.context_steps)
+        rules = WindowRules(spec.context_steps, spec.horizon_steps, min_history)
+        kind = KIND_HOST if scope.startswith("hosts/") else KIND_GLOBAL
+        back = np.full(len(spec.signals), -1, dtype=np.int64)  # model signal index -> panel signal index
+        for j, k in enumerate(to_model):
+            if k >= 0:
+                back[k] = j
+        failed: list[np.ndarray] = []
+        for block in self._blocks(series):
+            began = self.monotonic()
+            mseries = np.stack([block[:, 0], to_model[block[:, 1]]], axis=1)
+            batch = build_windows(mpanel, mseries, np.full(len(block), mpanel.n_times - 1), rules,
+                                  spec.signal_codes(), self.thresholds[block[:, 1]], self.result.skipped)
+            self._time("preprocess", began)
+            if not len(batch):
+                continue
+            began = self.monotonic()
+            psig = back[batch.series[:, 1]]
+            try:
+                fc = lm.model.predict(batch, [self.bounds[j] for j in psig], chunk=self.chunk)
+            except Exception as exc:
+                log.exception("inference with model %s failed", scope)
+                self.result.fail("inference", f"model {scope} version {lm.version}: {type(exc).__name__}: {exc}")
+                failed.append(np.stack([batch.series[:, 0], psig], axis=1))
+                self._time("inference", began)
+                continue
+            probs = np.full((len(batch), len(HORIZON_LABELS)), np.nan)
+            for c, label in enumerate(HORIZON_LABELS):
+                if label in fc.breach_probability:
+                    probs[:, c] = fc.breach_probability[label]
+            self.parts.append(self._rows(batch.series[:, 0], psig, batch, rules, fc.quantiles, probs, kind,
+                                         lm.version))
+            self._time("inference", began)
+        if failed:  # dashboards must not go blank because a model broke at run time
+            self._fallback(np.concatenate(failed), count_skips=False)
+
+    def _fallback(self, series: np.ndarray, count_skips: bool = True) -> None:
+        from forecaster.baselines import seasonal_naive
+
+        m = self.config.model
+        context = min(m.context_steps, self.panel.n_times)
+        rules = WindowRules(context, m.horizon_steps, min(m.min_history_steps, context))
+        codes = {s: i + 1 for i, s in enumerate(self.panel.signals)}
+        season = max(1, 86400 // self.step)
+        skipped = self.result.skipped if count_skips else Counter()
+        for block in self._blocks(series):
+            began = self.monotonic()
+            batch = build_windows(self.panel, block, np.full(len(block), self.panel.n_times - 1), rules, codes,
+                                  self.thresholds[block[:, 1]], skipped)
+            self._time("preprocess", began)
+            if not len(batch):
+                continue
+            began = self.monotonic()
+            q = seasonal_naive(batch, m.horizon_steps, season=season)
+            lo = np.array([-np.inf if self.bounds[j][0] is None else self.bounds[j][0] for j in batch.series[:, 1]])
+            hi = np.array([np.inf if self.bounds[j][1] is None else self.bounds[j][1] for j in batch.series[:, 1]])
+            q = np.sort(np.clip(q, lo[:, None, None], hi[:, None, None]), axis=-1)
+            probs = np.full((len(batch), len(HORIZON_LABELS)), np.nan)
+            self.parts.append(self._rows(batch.series[:, 0], batch.series[:, 1], batch, rules, q, probs,
+                                         KIND_FALLBACK, FALLBACK_VERSION))
+            self._time("inference", began)
+
+    def _rows(self, inst: np.ndarray, sig: np.ndarray, batch: WindowBatch, rules: WindowRules, q: np.ndarray,
+              probs: np.ndarray, kind: str, version: str) -> ForecastSet:
+        n = len(inst)
+        q = np.nan_to_num(q, nan=np.nan, posinf=np.nan, neginf=np.nan).astype(np.float32)
+        threshold = self.thresholds[sig]
+        origin = float(self.panel.timestamps[-1])
+        reach = min(q.shape[1], MAX_HORIZON_SECONDS // self.step)
+        eta = np.full((n, 2), np.nan)
+        for c, qi in enumerate((1, 2)):  # p50, p90 paths
+            idx = first_crossing(q[:, :reach, qi], threshold)
+            at = origin + (idx + 1) * self.step
+            eta[:, c] = np.where(idx >= 0, np.maximum(0.0, at - self.now), np.nan)
+        instances = np.array(self.panel.instances, dtype=object)[inst]
+        signals = np.array(self.panel.signals, dtype=object)[sig]
+        return ForecastSet(
+            step_seconds=self.step, instances=instances, signals=signals,
+            kinds=np.full(n, kind, dtype=object), versions=np.full(n, version, dtype=object),
+            warming_up=batch.encoder_lengths < rules.context, made_at=np.full(n, self.now),
+            origin=np.full(n, origin), threshold=threshold, quantiles=q, eta=eta, probability=probs)

@@ -1,0 +1,132 @@
+"""The HTTP side: a WSGI app for ``/metrics``, health, readiness and the JSON API, and its server.
+
+A WSGI app (not handler code inside a server) so tests call it in-process, and a threaded
+``wsgiref`` server so a slow client never blocks a scrape. Every handler only reads state that
+the last cycle published; none of them queries Prometheus or runs the model.
+
+Endpoints: ``/metrics``, ``/-/healthy``, ``/-/ready`` (503 until a model is loaded and a cycle
+has succeeded), ``/api/v1/status``, ``/api/v1/forecasts?instance=&signal=`` and
+``/api/v1/breaches``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from forecaster.exposition import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class Backend(Protocol):
+    """What the app needs from the service."""
+
+    def metrics_text(self) -> bytes: ...
+
+    def ready(self) -> tuple[bool, str]: ...
+
+    def status_document(self) -> dict[str, Any]: ...
+
+    def forecasts_document(self, instance: str | None, signal: str | None) -> dict[str, Any]: ...
+
+    def breaches_document(self) -> dict[str, Any]: ...
+
+
+INDEX = """<html><head><title>tft-forecaster</title></head><body>
+<h1>tft-forecaster</h1>
+<ul>
+<li><a href="/metrics">/metrics</a></li>
+<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a></li>
+<li><a href="/api/v1/status">/api/v1/status</a></li>
+<li><a href="/api/v1/forecasts">/api/v1/forecasts</a>?instance=&amp;signal=</li>
+<li><a href="/api/v1/breaches">/api/v1/breaches</a></li>
+</ul></body></html>
+"""
+
+
+def make_app(backend: Backend) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """The WSGI application serving ``backend``."""
+
+    def reply(start: StartResponse, status: str, body: bytes, ctype: str, head: bool) -> list[bytes]:
+        start(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [] if head else [body]
+
+    def as_json(start: StartResponse, doc: dict[str, Any], head: bool, status: str = "200 OK") -> list[bytes]:
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        return reply(start, status, body, "application/json", head)
+
+    def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD"):
+            return reply(start, "405 Method Not Allowed", b"only GET and HEAD\n", "text/plain", head)
+        path = environ.get("PATH_INFO", "/") or "/"
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        try:
+            if path == "/metrics":
+                return reply(start, "200 OK", backend.metrics_text(), CONTENT_TYPE, head)
+            if path == "/-/healthy":
+                return reply(start, "200 OK", b"Healthy.\n", "text/plain; charset=utf-8", head)
+            if path == "/-/ready":
+                ok, why = backend.ready()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                return reply(start, status, (why + "\n").encode(), "text/plain; charset=utf-8", head)
+            if path == "/api/v1/status":
+                return as_json(start, backend.status_document(), head)
+            if path == "/api/v1/forecasts":
+                return as_json(start, backend.forecasts_document(query.get("instance"), query.get("signal")), head)
+            if path == "/api/v1/breaches":
+                return as_json(start, backend.breaches_document(), head)
+            if path == "/":
+                return reply(start, "200 OK", INDEX.encode(), "text/html; charset=utf-8", head)
+        except Exception:
+            log.exception("error serving %s", path)
+            return as_json(start, {"status": "error", "error": "internal error (logged)"}, head,
+                           "500 Internal Server Error")
+        return reply(start, "404 Not Found", b"404 page not found\n", "text/plain; charset=utf-8", head)
+
+    return app
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _IPv6Server(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` or ``[v6]:port`` -> (host, port); raises ValueError with a readable message."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address {address!r} must be host:port")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def serve(app: Callable[..., Iterable[bytes]], address: str) -> tuple[WSGIServer, threading.Thread]:
+    """Bind ``address`` and serve from a daemon thread; raises OSError when the port is taken."""
+    host, port = parse_listen_address(address)
+    server_class = _IPv6Server if ":" in host else _ThreadingServer
+    server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="tft-forecaster-http", daemon=True)
+    thread.start()
+    return server, thread
