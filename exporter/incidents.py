@@ -76,9 +76,10 @@ KINDS: dict[str, Kind] = {
 }
 KIND_NAMES: tuple[str, ...] = tuple(sorted(KINDS))
 
-#: Ramp ranges of the scripted early incidents: long enough to be visible at the anchor.
+#: Ramp ranges of the scripted early incidents: long enough to be visible at the anchor, even
+#: after ``critical`` shortens them.
 _SCRIPTED_RAMP = {"memory_leak": (3 * HOUR, 6 * HOUR), "disk_fill": (6 * HOUR, 10 * HOUR),
-                  "cpu_saturation": (2 * HOUR, 3 * HOUR)}
+                  "cpu_saturation": (3 * HOUR, 4 * HOUR)}
 #: Window (seconds after the anchor) in which scripted breaches start.
 EARLY_BREACH = (20 * MINUTE, 60 * MINUTE)
 LATE_BREACH = (90 * MINUTE, 240 * MINUTE)

@@ -183,6 +183,9 @@ def test_critical_affects_about_half_the_fleet_early_and_more_later() -> None:
     late = {r.instance for r in records if ANCHOR + 5400 <= (r.breach_start or 0) <= ANCHOR + 4 * HOUR}
     assert len(early) == 10 and len(late) == 5
     assert not early & late
+    for rec in records:
+        assert rec.ramp_start <= ANCHOR - 30 * 60 if rec.instance in early else rec.ramp_start < rec.breach_start
+        assert rec.breach_end - rec.breach_start >= 20 * 60
 
 
 def test_unknown_scenario_and_host_count_are_rejected() -> None:
