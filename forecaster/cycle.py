@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,6 +151,16 @@ def _query(client: PrometheusAPI, config: Config, start: float, end: float, step
     return results
 
 
+def _windows(panel: Panel, series: np.ndarray, rules: WindowRules, codes: dict[str, int],
+             thresholds: np.ndarray, skipped: Counter[str]) -> WindowBatch:
+    """build_windows at the last grid point; a host lacking a signal makes numpy warn about empty
+    means (the features treat that case), which is noise here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return build_windows(panel, series, np.full(len(series), panel.n_times - 1), rules, codes, thresholds,
+                             skipped)
+
+
 def _series_panel(panel: Panel, signals: list[str]) -> tuple[Panel, np.ndarray]:
     """The panel with the model's signal order (NaN for signals it lacks); and panel->model index."""
     if list(panel.signals) == list(signals):
@@ -262,8 +273,8 @@ class _Forecaster:
         for block in self._blocks(series):
             began = self.monotonic()
             mseries = np.stack([block[:, 0], to_model[block[:, 1]]], axis=1)
-            batch = build_windows(mpanel, mseries, np.full(len(block), mpanel.n_times - 1), rules,
-                                  spec.signal_codes(), self.thresholds[block[:, 1]], self.result.skipped)
+            batch = _windows(mpanel, mseries, rules, spec.signal_codes(), self.thresholds[block[:, 1]],
+                             self.result.skipped)
             self._time("preprocess", began)
             if not len(batch):
                 continue
@@ -298,8 +309,7 @@ class _Forecaster:
         skipped = self.result.skipped if count_skips else Counter()
         for block in self._blocks(series):
             began = self.monotonic()
-            batch = build_windows(self.panel, block, np.full(len(block), self.panel.n_times - 1), rules, codes,
-                                  self.thresholds[block[:, 1]], skipped)
+            batch = _windows(self.panel, block, rules, codes, self.thresholds[block[:, 1]], skipped)
             self._time("preprocess", began)
             if not len(batch):
                 continue
