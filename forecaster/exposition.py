@@ -79,35 +79,31 @@ def _order(fs: ForecastSet) -> list[int]:
 
 
 def _per_series(fs: ForecastSet) -> Iterator[tuple[str, str, str, list[tuple[str, dict[str, str], str]]]]:
-    """(name, type, help, [(sample name, labels, value text), ...]) of every per-series family."""
+    """(name, type, help, [(sample name, labels, value text), ...]) of every per-series family.
+
+    Samples are ordered by instance, signal, then horizon (or path) in their natural order.
+    """
     order = _order(fs)
     inst = [str(fs.instances[r]) for r in order]
     sig = [str(fs.signals[r]) for r in order]
     horizons = fs.at_horizons()
+    labels = list(HORIZON_LABELS)
+
+    def by_row(name: str, values: np.ndarray, key: str, names: list[str]) -> list[tuple[str, dict[str, str], str]]:
+        """values [N(sorted), C]: one sample per finite cell, labelled ``key=names[c]``."""
+        text = _values(values)
+        ok = np.isfinite(values)
+        return [(name, {"instance": inst[k], "signal": sig[k], key: names[c]}, text[k, c])
+                for k in range(len(order)) for c in np.flatnonzero(ok[k]).tolist()]
+
     for qi, qname in enumerate(QUANTILE_NAMES):
-        samples = []
-        for label, values in horizons.items():
-            col = values[order, qi]
-            text = _values(col)
-            for k in np.flatnonzero(np.isfinite(col)).tolist():
-                samples.append((inst[k], sig[k], label, text[k]))
-        samples.sort()
+        values = np.stack([horizons[h][order, qi] for h in labels], axis=1) if order else np.zeros((0, len(labels)))
         yield (f"tft_forecast_{qname}", "gauge", FORECAST_HELP[qname],
-               [(f"tft_forecast_{qname}", {"instance": i, "signal": s, "horizon": h}, v) for i, s, h, v in samples])
-    eta = fs.eta[order]
-    text = _values(eta)
-    samples = [(inst[k], sig[k], path, text[k, c]) for c, path in enumerate(PATHS)
-               for k in np.flatnonzero(np.isfinite(eta[:, c])).tolist()]
-    samples.sort()
+               by_row(f"tft_forecast_{qname}", values, "horizon", labels))
     yield ("tft_breach_eta_seconds", "gauge", ETA_HELP,
-           [("tft_breach_eta_seconds", {"instance": i, "signal": s, "path": p}, v) for i, s, p, v in samples])
-    prob = fs.probability[order]
-    text = _values(prob)
-    samples = [(inst[k], sig[k], label, text[k, c]) for c, label in enumerate(HORIZON_LABELS)
-               for k in np.flatnonzero(np.isfinite(prob[:, c])).tolist()]
-    samples.sort()
+           by_row("tft_breach_eta_seconds", fs.eta[order], "path", list(PATHS)))
     yield ("tft_breach_probability", "gauge", PROB_HELP,
-           [("tft_breach_probability", {"instance": i, "signal": s, "horizon": h}, v) for i, s, h, v in samples])
+           by_row("tft_breach_probability", fs.probability[order], "horizon", labels))
     yield ("tft_forecast_model_info", "gauge", MODEL_INFO_HELP,
            [("tft_forecast_model_info", {"instance": inst[k], "signal": sig[k], "model": str(fs.kinds[r]),
                                          "version": str(fs.versions[r])}, "1")
