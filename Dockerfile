@@ -21,10 +21,14 @@ WORKDIR /opt/tft-monitor
 COPY . .
 # Editable, so that paths relative to the checkout (the shipped model in models/, config/)
 # resolve inside the image as they do in a source checkout.
+# /models is the registry the containers use (config/compose.yml). It starts as a copy of the
+# model shipped in the repository (models/, when there is one): Docker seeds an empty named
+# volume mounted there from the image, so a fresh stack serves a trained model at once.
 RUN pip install -e . \
  && useradd --system --uid 10001 --home-dir /opt/tft-monitor --shell /usr/sbin/nologin tft \
  && mkdir -p /models \
- && chown tft /models
+ && if [ -d models ]; then cp -a models/. /models/; fi \
+ && chown -R tft /models
 
 USER tft
 EXPOSE 8920 8921

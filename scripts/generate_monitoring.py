@@ -880,7 +880,9 @@ def health_dashboard() -> dict[str, Any]:
     lay.add(panel(33, "timeseries", "Cycles and failures per hour",
                   [target(f"sum by (outcome) (increase(tft_forecaster_cycles_total{{{f}}}[1h]))",
                           legend="cycles: {{outcome}}"),
-                   target(f"sum by (stage) (increase(tft_forecaster_failures_total{{{f}}}[1h]))",
+                   # A stage that never failed has no counter yet: show it at 0.
+                   target(f"sum by (stage) (increase(tft_forecaster_failures_total{{{f}}}[1h]))"
+                          f" or sum by (stage) (0 * tft_forecaster_stage_duration_seconds{{{f}}})",
                           legend="failures: {{stage}}")],
                   defaults=ts_defaults(min_=0), options=ts_options(),
                   overrides=[by_regexp("failures.*", ("color", {"mode": "fixed", "fixedColor": "red"}))]), 12, 8)
