@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,8 +36,12 @@ def docker_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TFT_", "GRAFANA_"))}
     full_env.update(env or {})
-    return subprocess.run([binary, "-f", str(COMPOSE), *args], cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    # An empty --env-file: a developer's .env must not change what is checked.
+    with tempfile.TemporaryDirectory() as tmp:
+        env_file = Path(tmp) / "empty.env"
+        env_file.write_text("")
+        return subprocess.run([binary, "--env-file", str(env_file), "-f", str(COMPOSE), *args], cwd=ROOT,
+                              env=full_env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_docker_compose_config_is_valid() -> None:
