@@ -1,0 +1,346 @@
+"""The service under faults: Prometheus down, slow, failing, malformed, empty; models replaced,
+promoted, missing. In every case: no crash, the last good forecasts stay served with their age
+visible, the failure is counted and logged once per cycle, and the service recovers by itself.
+
+Cycles are run directly (``Service.run_cycle``) with a settable clock, against the in-process
+fake Prometheus; one test goes through the real HTTP server and scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from prometheus_client import CollectorRegistry
+
+from forecaster.artifacts import load_model_dir
+from forecaster.registry import Registry
+from forecaster.service import Service
+from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
+from tests.forecaster_harness import copy_registry, forecaster_config, shared_tiny_registry, start_forecaster
+
+T0 = 1_750_000_000.0
+HOSTS = ["web-01", "db-02", "batch-03"]
+SIGNALS = ["cpu", "memory", "filesystem", "iowait"]
+
+
+class Clock:
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_tiny_registry(tmp_path_factory)
+
+
+@pytest.fixture
+def registry(tiny_root: Path, tmp_path: Path) -> Path:
+    return copy_registry(tiny_root, tmp_path / "registry")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakePrometheus]:
+    with FakePrometheus() as f:
+        for i, host in enumerate(HOSTS):
+            f.add_series({"instance": host}, lambda t, i=i: 0.4 + 0.2 * math.sin(2 * math.pi * t / 86400 + i),
+                         start=T0 - 86400)
+        yield f
+
+
+def make_service(fake: FakePrometheus, registry_dir: Path | None, clock: Clock, **overrides: Any) -> Service:
+    config = forecaster_config(registry_dir, fake.url, **overrides)
+    return Service(config, clock=clock)
+
+
+def metric(service: Service, name: str, labels: dict[str, str] | None = None) -> float | None:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(service.state_collector)
+    reg.register(service.forecast_collector)
+    return reg.get_sample_value(name, labels or {})
+
+
+def served(service: Service) -> dict[tuple[str, str], float]:
+    """(instance, signal) -> made_at of what is published now."""
+    fs = service.published.forecasts
+    assert fs is not None
+    return {(str(i), str(s)): float(m) for i, s, m in zip(fs.instances, fs.signals, fs.made_at, strict=True)}
+
+
+def cycle_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "forecaster.service" and r.levelno >= logging.WARNING]
+
+
+# ---------------------------------------------------------------------------------- Prometheus faults
+
+
+def test_prometheus_down_at_start_then_recovers(fake: FakePrometheus, registry: Path) -> None:
+    fake.go_down()
+    service = make_service(fake, registry, Clock())
+    result = service.run_cycle()
+    assert not result.ok and result.prometheus_failed and "query" in result.errors
+    assert service.published.forecasts is None
+    assert service.ready()[0] is False
+    assert metric(service, "tft_forecaster_failures_total", {"stage": "query"}) == 1
+    assert metric(service, "tft_forecaster_cycles_total", {"outcome": "failure"}) == 1
+    assert metric(service, "tft_forecaster_prometheus_requests_total",
+                  {"endpoint": "query_range", "outcome": "unreachable"}) == 2  # one retry, then give up
+    fake.come_back()
+    assert service.run_cycle().ok
+    assert len(served(service)) == len(HOSTS) * len(SIGNALS)
+    assert service.ready() == (True, "Ready.")
+    assert metric(service, "tft_forecaster_last_success_timestamp_seconds") == T0
+
+
+def test_down_mid_cycle_keeps_last_forecasts_with_their_age(fake: FakePrometheus, registry: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    service = make_service(fake, registry, clock)
+    assert service.run_cycle().ok
+    clock.t += 300
+
+    def go_down(_rec: object) -> Reply:
+        threading.Thread(target=fake.go_down, daemon=True).start()  # drops this very request, too
+        return Reply.hang(10)
+
+    fake.script(QUERY_RANGE, lambda rec: fake._default(rec), go_down)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="forecaster"):
+        result = service.run_cycle()
+    assert not result.ok and result.failed_signals == ["memory", "filesystem", "iowait"]
+    made = served(service)
+    assert len(made) == len(HOSTS) * len(SIGNALS)  # nothing vanished
+    assert all(made[(h, "cpu")] == clock.t for h in HOSTS)  # the signal that answered is fresh
+    assert all(made[(h, "memory")] == T0 for h in HOSTS)  # the others are the last good ones
+    assert metric(service, "tft_forecaster_forecast_age_seconds") == 300
+    assert metric(service, "tft_forecaster_failures_total", {"stage": "query"}) == 1
+    assert len(cycle_warnings(caplog)) == 1  # one line per cycle, not per series or signal
+    assert metric(service, "tft_forecaster_last_success_timestamp_seconds") == T0
+
+    fake.come_back()
+    clock.t += 300
+    assert service.run_cycle().ok
+    assert set(served(service).values()) == {clock.t}
+    assert metric(service, "tft_forecaster_forecast_age_seconds") == 0
+
+
+def test_too_slow_prometheus_times_out_without_trying_every_signal(fake: FakePrometheus, registry: Path) -> None:
+    clock = Clock()
+    service = make_service(fake, registry, clock, prometheus__timeout_seconds=0.3)
+    assert service.run_cycle().ok
+    fake.always(QUERY_RANGE, Reply.hang(3))
+    fake.clear()
+    clock.t += 300
+    result = service.run_cycle()
+    assert not result.ok and set(result.failed_signals) == set(SIGNALS)
+    assert "not tried" in result.errors["query"]
+    assert len(fake.requests_for(QUERY_RANGE)) == 2  # the first signal and its one retry
+    assert metric(service, "tft_forecaster_prometheus_requests_total",
+                  {"endpoint": "query_range", "outcome": "timeout"}) == 2
+    assert set(served(service).values()) == {T0}  # still the last good forecasts
+    fake.always(QUERY_RANGE, None)
+    clock.t += 300
+    assert service.run_cycle().ok
+
+
+@pytest.mark.parametrize("reply,outcome", [
+    (Reply.unavailable(), "bad_response"),
+    (Reply.error(500, "internal", "boom"), "bad_response"),
+    (Reply.malformed(), "bad_response"),
+    (Reply.matrix([]), "success"),
+    (Reply.success({"resultType": "vector", "result": []}), "success"),
+], ids=["503", "500", "malformed-json", "empty-matrix", "wrong-result-type"])
+def test_bad_answers_keep_the_last_forecasts(fake: FakePrometheus, registry: Path, reply: Reply, outcome: str) -> None:
+    clock = Clock()
+    service = make_service(fake, registry, clock)
+    assert service.run_cycle().ok
+    fake.always(QUERY_RANGE, reply)
+    clock.t += 300
+    result = service.run_cycle()
+    assert not result.ok and "query" in result.errors
+    assert set(served(service).values()) == {T0}
+    assert metric(service, "tft_forecaster_forecast_age_seconds") == 300
+    assert metric(service, "tft_forecaster_prometheus_requests_total",
+                  {"endpoint": "query_range", "outcome": outcome}) >= 1
+    fake.always(QUERY_RANGE, None)
+    clock.t += 300
+    assert service.run_cycle().ok and set(served(service).values()) == {clock.t}
+
+
+def test_nan_and_gaps_in_the_data(fake: FakePrometheus, registry: Path) -> None:
+    def holey(t: float) -> float | None:
+        k = int(t // 300)
+        if k % 7 == 0:
+            return None  # a gap: no sample at all
+        if k % 5 == 0:
+            return float("nan")  # Prometheus's "NaN"
+        return 0.5
+
+    fake.add_series({"instance": "holey"}, holey, start=T0 - 86400)
+    service = make_service(fake, registry, Clock())
+    assert service.run_cycle().ok
+    fs = service.published.forecasts
+    assert fs is not None and "holey" in set(fs.instances)
+    assert np.isfinite(fs.quantiles[:, :96]).all()
+    text = service.metrics_text().decode()
+    assert "NaN" not in "\n".join(line for line in text.splitlines() if line.startswith("tft_forecast_"))
+
+
+def test_hosts_that_disappear_stop_being_exported(fake: FakePrometheus, registry: Path) -> None:
+    fake.add_series({"instance": "leaving"}, 0.5, start=T0 - 86400, end=T0)
+    clock = Clock()
+    service = make_service(fake, registry, clock)
+    assert service.run_cycle().ok
+    assert ("leaving", "cpu") in served(service)
+    clock.t += 3600
+    assert service.run_cycle().ok
+    assert not any(i == "leaving" for i, _ in served(service))
+    assert 'instance="leaving"' not in service.metrics_text().decode()
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+def _add_version(root: Path, version: str) -> None:
+    registry = Registry(root)
+    model = load_model_dir(registry.latest_path())
+    registry.add(model, version=version)
+    registry.promote(version)
+
+
+def test_hot_reload_of_a_newly_promoted_model(fake: FakePrometheus, registry: Path) -> None:
+    service = make_service(fake, registry, Clock())
+    assert service.run_cycle().ok
+    first = Registry(registry).latest_version()
+    assert set(service.published.forecasts.versions) == {first}  # type: ignore[union-attr]
+    _add_version(registry, "v2")
+    assert service.run_cycle().ok
+    assert set(service.published.forecasts.versions) == {"v2"}  # type: ignore[union-attr]
+    info = [k for k in service.metrics_text().decode().splitlines() if k.startswith("tft_model_info{")]
+    assert len(info) == 1 and 'version="v2"' in info[0] and 'source="model"' in info[0]
+
+
+def test_model_replaced_by_garbage_keeps_serving_the_loaded_one(fake: FakePrometheus, registry: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    service = make_service(fake, registry, Clock())
+    assert service.run_cycle().ok
+    version = Registry(registry).latest_version()
+    good = load_model_dir(Registry(registry).latest_path())  # type: ignore[arg-type]
+    weights = Registry(registry).latest_path() / "model.safetensors"  # type: ignore[operator]
+    weights.write_bytes(b"\x00garbage" * 100)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="forecaster.store"):
+        for _ in range(2):
+            assert service.run_cycle().ok
+    assert set(service.published.forecasts.versions) == {version}  # type: ignore[union-attr]
+    assert metric(service, "tft_forecaster_failures_total", {"stage": "model_load"}) == 1  # once, not per cycle
+    assert len([r for r in caplog.records if r.name == "forecaster.store"]) == 1
+    status = service.status_document()["data"]["model"]
+    assert "checksum" in status["last_error"] and status["version"] == version
+    assert metric(service, "tft_model_fallback") == 0
+    Registry(registry).add(good, version="fixed")  # the fault ends: a good model is promoted
+    Registry(registry).promote("fixed")
+    assert service.run_cycle().ok
+    assert set(service.published.forecasts.versions) == {"fixed"}  # type: ignore[union-attr]
+
+
+def test_fallback_is_served_flagged_and_replaced_when_a_model_appears(fake: FakePrometheus, tiny_root: Path,
+                                                                      tmp_path: Path) -> None:
+    empty = tmp_path / "models"
+    empty.mkdir()
+    clock = Clock()
+    service = make_service(fake, empty, clock)
+    assert service.run_cycle().ok
+    fs = service.published.forecasts
+    assert fs is not None and len(fs) == len(HOSTS) * len(SIGNALS)
+    assert set(fs.kinds) == {"fallback"}
+    assert metric(service, "tft_model_fallback") == 1
+    assert metric(service, "tft_model_info", {"version": "seasonal_naive", "trained_at": "", "scope": "global",
+                                              "source": "fallback"}) == 1
+    assert "tft_breach_probability{" not in service.metrics_text().decode()
+    assert metric(service, "tft_forecast_model_info", {"instance": "web-01", "signal": "cpu", "model": "fallback",
+                                                       "version": "seasonal_naive"}) == 1
+    ok, why = service.ready()
+    assert not ok and "no global/latest" in why
+    assert "no global/latest" in service.status_document()["data"]["model"]["fallback_reason"]
+
+    shutil.rmtree(empty)
+    copy_registry(tiny_root, empty)
+    clock.t += 300
+    assert service.run_cycle().ok
+    assert set(service.published.forecasts.kinds) == {"global"}  # type: ignore[union-attr]
+    assert metric(service, "tft_model_fallback") == 0
+    assert service.ready()[0]
+
+
+def test_single_model_directory_and_a_model_with_another_step(fake: FakePrometheus, registry: Path) -> None:
+    version_dir = Registry(registry).latest_path()
+    service = make_service(fake, version_dir, Clock())
+    assert service.run_cycle().ok
+    assert set(service.published.forecasts.kinds) == {"global"}  # type: ignore[union-attr]
+
+    other = make_service(fake, registry, Clock(), model__step_seconds=60)
+    assert other.run_cycle().ok
+    assert other.published.models.in_fallback  # type: ignore[union-attr]
+    assert "model step is 300s" in other.published.models.fallback_reason  # type: ignore[union-attr]
+    assert metric(other, "tft_forecaster_failures_total", {"stage": "model_load"}) == 1
+
+
+def test_host_model_is_preferred_for_its_host(fake: FakePrometheus, registry: Path) -> None:
+    reg = Registry(registry)
+    model = load_model_dir(reg.latest_path())  # type: ignore[arg-type]
+    scope = "hosts/db-02"
+    reg.add(model, scope=scope, version="own")
+    reg.promote("own", scope=scope)
+    service = make_service(fake, registry, Clock())
+    assert service.run_cycle().ok
+    fs = service.published.forecasts
+    assert fs is not None
+    kinds = {(str(i), str(k)) for i, k in zip(fs.instances, fs.kinds, strict=True)}
+    assert ("db-02", "host") in kinds and ("web-01", "global") in kinds and ("db-02", "global") not in kinds
+    assert metric(service, "tft_forecast_model_info", {"instance": "db-02", "signal": "cpu", "model": "host",
+                                                       "version": "own"}) == 1
+
+
+# ---------------------------------------------------------------------------------- HTTP, scheduler
+
+
+def test_http_api_and_live_metrics_page(fake: FakePrometheus, registry: Path) -> None:
+    config = forecaster_config(registry, fake.url)
+    with start_forecaster(registry, fake.url, config=config) as running:
+        assert requests.get(running.url + "/-/healthy", timeout=5).status_code == 200
+        running.wait_for_cycles(1, timeout=60, success=True)
+        assert requests.get(running.url + "/-/ready", timeout=5).status_code == 200
+        status = requests.get(running.url + "/api/v1/status", timeout=5).json()["data"]
+        assert status["ready"] and status["last_cycle"]["outcome"] == "success"
+        assert status["series"]["served"] == len(HOSTS) * len(SIGNALS)
+        doc = requests.get(running.url + "/api/v1/forecasts", params={"instance": "web-01", "signal": "memory"},
+                           timeout=5).json()["data"]
+        [series] = doc["series"]
+        assert series["instance"] == "web-01" and len(series["p50"]) == 96 == len(series["p10"]) == len(series["p90"])
+        assert all(a <= b <= c for a, b, c in zip(series["p10"], series["p50"], series["p90"], strict=True))
+        assert set(series["breach_probability"]) == {"30m", "1h", "2h", "4h", "8h"}
+        assert len(requests.get(running.url + "/api/v1/forecasts", timeout=5).json()["data"]["series"]) == 12
+        found = requests.get(running.url + "/api/v1/breaches", timeout=5).json()["data"]["breaches"]
+        etas = [b["eta_seconds"] for b in found]
+        assert etas == sorted(etas)
+        assert requests.get(running.url + "/nope", timeout=5).status_code == 404
+        resp = requests.get(running.url + "/metrics", timeout=5)
+        assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert resp.text.count("tft_forecast_p50{") == len(HOSTS) * len(SIGNALS) * 5
+        if shutil.which("promtool"):
+            lint = subprocess.run(["promtool", "check", "metrics"], input=resp.text, capture_output=True, text=True,
+                                  timeout=60, check=False)
+            assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), lint.stdout + lint.stderr
