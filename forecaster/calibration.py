@@ -137,19 +137,38 @@ class BreachModel:
         return model
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> np.ndarray:
-    """Newton's method for L2-penalised logistic regression, shrunk towards ``_PRIOR``."""
+def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 100) -> np.ndarray:
+    """Damped Newton for L2-penalised logistic regression, shrunk towards ``_PRIOR``.
+
+    A step is halved until the penalised log-likelihood improves: plain Newton diverges when
+    a feature nearly separates the classes, which rare-event data makes likely.
+    """
     A = np.hstack([np.ones((len(X), 1)), X])
-    w = _PRIOR.copy()
     penalty = np.full(A.shape[1], l2)
     penalty[0] = 1e-3
+
+    def loss(w: np.ndarray) -> float:
+        z = A @ w
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(penalty * (w - _PRIOR) ** 2))
+
+    w = _PRIOR.copy()
+    current = loss(w)
     for _ in range(iters):
         p = _sigmoid(A @ w)
         grad = A.T @ (p - y) + penalty * (w - _PRIOR)
         hess = (A * (p * (1 - p))[:, None]).T @ A + np.diag(penalty)
         step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.max(np.abs(step)) < 1e-6:
+        t = 1.0
+        while t > 1e-6:
+            candidate = w - t * step
+            new = loss(candidate)
+            if new <= current:
+                break
+            t /= 2
+        else:
+            break
+        w, improvement, current = candidate, current - new, new
+        if improvement < 1e-8 * max(1.0, abs(current)):
             break
     return w
 

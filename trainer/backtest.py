@@ -144,6 +144,7 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
         "inference_ms_per_window": round(1000 * inference_s / max(len(owners), 1), 2),
         "total_seconds": round(time.monotonic() - started, 1),
         "validation": result.validation, "cutoffs": model.breach.cutoffs,
+        "model": model,
     }
     return forecasts, report
 

@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--report", type=Path, default=None, help="also write the run report as JSON")
     b.add_argument("--score", type=Path, default=None, help="score.py to run (default: found beside --data)")
     b.add_argument("--hidden-size", type=int, default=None)
+    b.add_argument("--save-model", type=Path, default=None, help="also save the fitted model to this directory")
     lightning_flags(b)
     return p
 
@@ -311,6 +312,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(f"tft-trainer: {exc}", file=sys.stderr)
         return EXIT_NO_DATA
     write_forecasts(forecasts, args.out)
+    if args.save_model is not None:
+        from forecaster.artifacts import save_model_dir
+
+        save_model_dir(report.pop("model"), args.save_model)
+        log.info("saved the fitted model to %s", args.save_model)
+    report.pop("model", None)
     log.info("wrote %d forecast rows to %s in %.0fs", len(forecasts), args.out, report["total_seconds"])
     if args.report is not None:
         args.report.write_text(json.dumps(report, indent=2, default=str) + "\n")
