@@ -146,7 +146,7 @@ def panel_from_frame(
     inst_codes = pd.Categorical(frame[instance_col].astype(str), categories=instances).codes
     slots = np.rint((seconds - timestamps[0]) / step).astype(np.int64)
     for j, sig in enumerate(signals):
-        vals = pd.to_numeric(frame[sig], errors="coerce").to_numpy(dtype=np.float64)
+        vals = np.array(pd.to_numeric(frame[sig], errors="coerce"), dtype=np.float64)
         vals[~np.isfinite(vals)] = np.nan
         values[inst_codes, j, slots] = vals
     return Panel(instances, list(signals), timestamps, values, step)

@@ -167,3 +167,42 @@ def test_backtest_writes_a_file_score_py_accepts(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "missing=0" in proc.stdout
+
+
+@pytest.mark.integration
+def test_train_from_a_real_prometheus_filled_by_the_backfill(tmp_path: Path, prometheus_factory) -> None:
+    import math
+    import shutil
+    import time
+
+    from exporter.backfill import backfill
+    from exporter.simulation import Fleet
+
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool is needed to backfill Prometheus")
+    anchor = math.floor(time.time() / 300) * 300
+    fleet = Fleet(2, seed=3, scenario="degrading", anchor=anchor)
+    result = backfill(fleet, days=4, out_dir=tmp_path / "bf", jobs=1)
+    prom = prometheus_factory()
+    prom.data_dir.mkdir(parents=True)
+    for block in result.blocks_dir.iterdir():
+        shutil.copytree(block, prom.data_dir / block.name)
+    prom.start()
+
+    config = _config(tmp_path, history_days=4)
+    code = main(["--config.file", str(config), "train", "--prometheus.url", prom.url, "--no-progress"])
+    assert code in (0, 3, 4)
+    registry = Registry(tmp_path / "registry")
+    (version,) = registry.versions()
+    from forecaster.artifacts import read_metadata
+
+    meta = read_metadata(registry.root / "global" / "versions" / version)
+    assert meta["training"]["instances"] == sorted(fleet.names)
+    assert meta["training"]["steps"] >= 4 * 288 - 2
+    assert set(meta["holdout_scores"]) == {"candidate", "seasonal_naive", "linear"}
+
+    # Prometheus unreachable: exit 6, recorded for Prometheus to see.
+    prom.stop()
+    code = main(["--config.file", str(config), "train", "--prometheus.url", prom.url])
+    assert code == 6
+    assert _metric(tmp_path / "registry" / "trainer_metrics.prom", "tft_trainer_last_run_exit_code") == 6
