@@ -77,5 +77,5 @@ def test_secrets_come_from_env_or_file(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("TFT_TEST_PW", "pw")
     assert config.prometheus.basic_auth.password.resolve() == "pw"
     path.write_text("prometheus:\n  basic_auth: {username: u, password: inline}\n")
-    with pytest.raises(ConfigError, match="basic_auth.password"):
+    with pytest.raises(ConfigError, match=r"basic_auth\.password"):
         load_config(path)
