@@ -293,6 +293,10 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     from safetensors.torch import load_model, save_model
 
     started = time.monotonic()
+    if not log.isEnabledFor(logging.DEBUG):
+        # Lightning installs its own INFO handler at import (tips, device summaries).
+        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
     codes = spec.signal_codes()
