@@ -187,10 +187,17 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     spec = _spec(config, signals)
     step_days = 86400 // spec.step_seconds
     holdout = int(config.trainer.validation_days * step_days)
-    needed = 2 * holdout + spec.context_steps + 2 * spec.horizon_steps
-    if panel.n_times < needed:
-        log.error("history has %d steps; training with validation and holdout slices of %g days needs %d",
-                  panel.n_times, config.trainer.validation_days, needed)
+    usable = panel.n_times - spec.context_steps - spec.horizon_steps
+    if 4 * holdout > usable:
+        # Short history (a new fleet): shrink the validation and holdout slices so that half of
+        # the history still trains, rather than refusing to train at all.
+        holdout = max(usable // 4, 0)
+        log.warning("only %.1f days of history: validation and holdout slices shortened to %.1f days each",
+                    panel.n_times / step_days, holdout / step_days)
+    if holdout < 2 * spec.horizon_steps:
+        need = (spec.context_steps + 9 * spec.horizon_steps) / step_days
+        log.error("history has %.1f days; training needs at least %.1f days (context, horizon, validation "
+                  "and holdout slices)", panel.n_times / step_days, need)
         return EXIT_NO_DATA, None, None
     settings = _settings(args, config, config.trainer.time_budget_minutes)
     rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
