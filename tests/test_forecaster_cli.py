@@ -93,7 +93,8 @@ def test_once_writes_forecasts_and_exits_0(fleet: FakePrometheus, tmp_path: Path
     doc = json.loads(out.read_text())
     assert doc["status"] == "success" and len(doc["data"]["series"]) == 8
     first = doc["data"]["series"][0]
-    assert {"instance", "signal", "model", "p10", "p50", "p90", "breach_eta_seconds", "breach_probability"} <= set(first)
+    assert {"instance", "signal", "model", "p10", "p50", "p90", "breach_eta_seconds",
+            "breach_probability"} <= set(first)
 
 
 @pytest.mark.usefixtures("quiet_logging")
