@@ -26,3 +26,4 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   fi
 fi
 export TFT_PYTHON="$PY"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
