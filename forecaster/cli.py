@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     from forecaster.logsetup import setup_logging
 
     setup_logging(args.log_level, args.log_format)
+    if args.log_level != "debug":  # APScheduler logs every job run at INFO
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         if args.dry_run:
             return dry_run(config)

@@ -295,17 +295,21 @@ class Service:
 
     # -- schedule
 
-    def start_scheduler(self, first_run_now: bool = True) -> None:
-        """Run a cycle every ``interval_seconds`` (the first one now) and watch the registry."""
+    def start_scheduler(self, first_run_now: bool = True, watch_seconds: float | None = None) -> None:
+        """Run a cycle every ``interval_seconds`` (the first one now) and watch the registry.
+
+        The watcher runs every ``watch_seconds`` (default: half the interval, at most 30 s).
+        """
         from apscheduler.schedulers.background import BackgroundScheduler
 
         interval = self.config.forecaster.interval_seconds
+        watch = watch_seconds if watch_seconds is not None else max(1, min(30, interval // 2))
         scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
             # A cycle that overruns its slot is not stacked: the missed run is skipped, not queued.
             "coalesce": True, "max_instances": 1, "misfire_grace_time": max(1, interval // 2)})
         scheduler.add_job(self._scheduled_cycle, "interval", seconds=interval, id="cycle",
                           next_run_time=datetime.now(UTC) if first_run_now else None)
-        scheduler.add_job(self._watch_models, "interval", seconds=max(1, min(30, interval // 2)), id="models")
+        scheduler.add_job(self._watch_models, "interval", seconds=watch, id="models")
         scheduler.start()
         self._scheduler = scheduler
 
@@ -361,7 +365,8 @@ class RunningService:
                            f"(ran {self.service.published.cycles})")
 
 
-def start(config: Config, *, address: str | None = None, scheduler: bool = True, **kwargs: Any) -> RunningService:
+def start(config: Config, *, address: str | None = None, scheduler: bool = True, watch_seconds: float | None = None,
+          **kwargs: Any) -> RunningService:
     """Bind the HTTP server first (so a taken port fails fast), then start the schedule.
 
     ``address`` defaults to ``forecaster.listen_address``; ``127.0.0.1:0`` picks a free port.
@@ -381,7 +386,7 @@ def start(config: Config, *, address: str | None = None, scheduler: bool = True,
         raise
     holder["service"] = service
     if scheduler:
-        service.start_scheduler()
+        service.start_scheduler(watch_seconds=watch_seconds)
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else ("127.0.0.1" if host in ("0.0.0.0", "") else str(host))
     return RunningService(service, server, thread, f"http://{shown}:{port}")

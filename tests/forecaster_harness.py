@@ -75,13 +75,15 @@ def forecaster_config(registry_dir: Path | str | None, prometheus_url: str, *, i
 @contextmanager
 def start_forecaster(registry_dir: Path | str | None, prometheus_url: str, port: int = 0, *,
                      interval: int = 5, config: Config | None = None, scheduler: bool = True,
-                     **kwargs: Any) -> Iterator[RunningService]:
+                     watch_seconds: float | None = None, **kwargs: Any) -> Iterator[RunningService]:
     """The forecaster service on ``127.0.0.1:port`` in background threads; stopped on exit.
 
-    ``kwargs`` go to :class:`forecaster.service.Service` (``client=``, ``store=``, ``clock=``).
+    ``watch_seconds`` is how often the registry is checked between cycles; ``kwargs`` go to
+    :class:`forecaster.service.Service` (``client=``, ``store=``, ``clock=``).
     """
     config = config or forecaster_config(registry_dir, prometheus_url, interval=interval)
-    running = start(config, address=f"127.0.0.1:{port}", scheduler=scheduler, **kwargs)
+    running = start(config, address=f"127.0.0.1:{port}", scheduler=scheduler, watch_seconds=watch_seconds,
+                    **kwargs)
     try:
         yield running
     finally:

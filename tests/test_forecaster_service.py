@@ -344,3 +344,33 @@ def test_http_api_and_live_metrics_page(fake: FakePrometheus, registry: Path) ->
             lint = subprocess.run(["promtool", "check", "metrics"], input=resp.text, capture_output=True, text=True,
                                   timeout=60, check=False)
             assert lint.returncode == 0 and not (lint.stdout + lint.stderr).strip(), lint.stdout + lint.stderr
+
+
+def test_a_model_appearing_ends_the_fallback_without_waiting_for_the_next_slot(
+        fake: FakePrometheus, tiny_root: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    config = forecaster_config(models, fake.url, interval=3600)
+    with start_forecaster(models, fake.url, config=config, watch_seconds=0.2) as running:
+        running.wait_for_cycles(1, timeout=60)
+        assert running.service.published.models.in_fallback  # type: ignore[union-attr]
+        shutil.rmtree(models)
+        copy_registry(tiny_root, models)
+        running.wait_for_cycles(2, timeout=60)  # the hourly schedule would not run it before an hour
+        assert set(running.service.published.forecasts.kinds) == {"global"}  # type: ignore[union-attr]
+
+
+def test_trainer_metrics_are_re_exported(fake: FakePrometheus, registry: Path) -> None:
+    from trainer.cron import write_run_metrics
+
+    service = make_service(fake, registry, Clock())
+    assert service.run_cycle().ok
+    assert "tft_trainer_" not in service.metrics_text().decode()
+    write_run_metrics(registry / "trainer_metrics.prom", exit_code=4, outcome="worse_than_baseline",
+                      duration_s=3.0)
+    assert service.run_cycle().ok
+    assert metric(service, "tft_trainer_last_run_exit_code") == 4
+    assert metric(service, "tft_trainer_runs_total", {"outcome": "worse_than_baseline"}) == 1
+    (registry / "trainer_metrics.prom").write_text("this is { not the text format\n")
+    assert service.run_cycle().ok  # an unreadable file is logged and skipped, never fatal
+    assert metric(service, "tft_trainer_last_run_exit_code") is None
