@@ -6,15 +6,17 @@
 No Prometheus is involved: the fleet is the simulator's pure functions (``exporter.Fleet``) and
 the ground truth its incident records. What is evaluated:
 
-* **The shipped TFT alert rules**, with the cut-offs and ``for`` durations of their one config
-  place (``SETTINGS`` in ``scripts/generate_monitoring.py``, rendered into
-  ``prometheus/rules/tft-alerts.rules.yml``): ``TFTBreachLikelyWithin1h`` (P(breach within 1h)
-  >= 0.5 for 5m), ``TFTBreachForecastWithin1h`` (p50 path crosses within 1h, for 5m),
-  ``TFTBreachLikelyWithin8h`` (P(8h) >= 0.5 unless a critical one holds, for 15m), and any of
-  the three. The forecasts come from the forecaster's own pipeline (``panel`` -> ``features.
-  build_windows`` -> ``model.predict``, the model loaded through ``ModelStore`` as the service
-  loads it), made every ``--every`` (the forecaster's interval) from the signals on the 5-minute
-  grid the forecaster queries; between cycles a forecast series keeps its value, as in Prometheus.
+* **The shipped TFT alert rules**, with the horizons, ETA cut-off and ``for`` durations of their
+  one config place (``SETTINGS`` in ``scripts/generate_monitoring.py``, rendered into
+  ``prometheus/rules/tft-alerts.rules.yml``) and the model's own probability cut-offs, as the
+  rules read them from ``tft_breach_probability_cutoff``: ``TFTBreachLikelyWithin1h`` (P(breach
+  within 1h) >= the model's 1h cut-off for 5m), ``TFTBreachForecastWithin1h`` (p50 path crosses
+  within 1h, for 5m), ``TFTBreachLikelyWithin8h`` (P(8h) >= the model's 8h cut-off unless a
+  critical one holds, for 15m), and any of the three. The forecasts come from the forecaster's
+  own pipeline (``panel`` -> ``features.build_windows`` -> ``model.predict``, the model loaded
+  through ``ModelStore`` as the service loads it), made every ``--every`` (the forecaster's
+  interval) from the signals on the 5-minute grid the forecaster queries; between cycles a
+  forecast series keeps its value, as in Prometheus.
 * **The demo's warning**: any P(h) at or above the model's own cut-off, or a p50/p90 path that
   crosses within 8 h (no ``for``).
 * **node-mixin style**: ``predict_linear(signal[1h], 4h) > threshold`` on the signal sampled every
@@ -236,14 +238,18 @@ def main() -> int:
         return rule
 
     st = SETTINGS
-    crit_p = probs[st.critical_horizon] >= st.critical_probability
+    # The rules compare with the model's cut-off (tft_breach_probability_cutoff); the stand-in
+    # only where the model has none for that horizon.
+    crit_cut = cutoffs.get(st.critical_horizon, st.absent_cutoff)
+    warn_cut = cutoffs.get(st.warning_horizon, st.absent_cutoff)
+    crit_p = probs[st.critical_horizon] >= crit_cut
     crit_eta = eta50 <= st.critical_eta_seconds
-    warn_8h = (probs[st.warning_horizon] >= st.warning_probability) & ~crit_p & ~crit_eta
+    warn_8h = (probs[st.warning_horizon] >= warn_cut) & ~crit_p & ~crit_eta
     rules = [
-        tft_rule(f"TFTBreachLikelyWithin1h: P({st.critical_horizon}) >= {st.critical_probability:g}", crit_p,
+        tft_rule(f"TFTBreachLikelyWithin1h: P({st.critical_horizon}) >= {crit_cut:g} (model cut-off)", crit_p,
                  st.critical_for),
         tft_rule(f"TFTBreachForecastWithin1h: p50 ETA <= {st.critical_eta_seconds}s", crit_eta, st.critical_for),
-        tft_rule(f"TFTBreachLikelyWithin8h: P({st.warning_horizon}) >= {st.warning_probability:g}", warn_8h,
+        tft_rule(f"TFTBreachLikelyWithin8h: P({st.warning_horizon}) >= {warn_cut:g} (model cut-off)", warn_8h,
                  st.warning_for),
     ]
     union = Rule("any shipped TFT rule", 0.0, {k: rules[0].firing[k] | rules[1].firing[k] | rules[2].firing[k]

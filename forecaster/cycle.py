@@ -220,7 +220,9 @@ class _Forecaster:
                 self._fallback(series[rows])
             else:
                 self._model(key, model, series[rows])
-        fs = ForecastSet.concat(self.parts, self.step)
+        # The cut-offs travel with the forecasts: the probabilities and the cut-offs they are
+        # judged against are published (and carried over) together.
+        fs = ForecastSet.concat(self.parts, self.step, cutoffs=self.models.cutoffs)
         self.result.forecasts = fs
         self._staleness(fs)
 

@@ -5,7 +5,9 @@ immutable state, so a scrape never sees half a cycle and never triggers work:
 
 * :class:`ForecastCollector` - the per-series families (``tft_forecast_p10|p50|p90``,
   ``tft_breach_eta_seconds``, ``tft_breach_probability``, ``tft_forecast_model_info``,
-  ``tft_forecast_warming_up``) of one :class:`~forecaster.snapshot.ForecastSet`. A fleet of
+  ``tft_forecast_warming_up``) of one :class:`~forecaster.snapshot.ForecastSet`, plus the
+  per-horizon ``tft_breach_probability_cutoff`` the set carries (so that the probabilities and
+  their cut-offs always come from the same cycle). A fleet of
   1,000 hosts gives ~100,000 samples; formatting them through ``generate_latest`` takes about
   a second, so the service renders them once per cycle with :func:`render_forecasts` (the same
   families, written straight from the arrays in ~0.1 s) and serves those bytes at every scrape.
@@ -58,6 +60,9 @@ ETA_HELP = ("Seconds until the forecast path (p50 or p90) first crosses the sign
             "8 hours; absent when it does not.")
 PROB_HELP = ("Calibrated probability that the signal breaches its threshold within the horizon "
              "(absent for the fallback).")
+CUTOFF_HELP = ("Breach-probability cut-off of the served global model per horizon, chosen on its training "
+              "data (F1-optimal): the predicted-breach alerts fire when tft_breach_probability reaches it "
+              "(applied to the series of per-host models, too); absent while serving the fallback.")
 MODEL_INFO_HELP = "Which model served this series: the host's own, the global model, or the fallback."
 WARMING_HELP = "1 while the series has less history than the model's context (forecast, but warming up), else 0."
 
@@ -79,9 +84,10 @@ def _order(fs: ForecastSet) -> list[int]:
 
 
 def _per_series(fs: ForecastSet) -> Iterator[tuple[str, str, str, list[tuple[str, dict[str, str], str]]]]:
-    """(name, type, help, [(sample name, labels, value text), ...]) of every per-series family.
+    """(name, type, help, [(sample name, labels, value text), ...]) of every family of the set.
 
-    Samples are ordered by instance, signal, then horizon (or path) in their natural order.
+    Samples are ordered by instance, signal, then horizon (or path) in their natural order. The
+    cut-off family (one sample per horizon, no instance or signal) follows the probabilities.
     """
     order = _order(fs)
     inst = [str(fs.instances[r]) for r in order]
@@ -104,6 +110,10 @@ def _per_series(fs: ForecastSet) -> Iterator[tuple[str, str, str, list[tuple[str
            by_row("tft_breach_eta_seconds", fs.eta[order], "path", list(PATHS)))
     yield ("tft_breach_probability", "gauge", PROB_HELP,
            by_row("tft_breach_probability", fs.probability[order], "horizon", labels))
+    cut = list(fs.cutoffs.items())
+    cut_text = _values(np.array([v for _, v in cut], dtype=np.float64))
+    yield ("tft_breach_probability_cutoff", "gauge", CUTOFF_HELP,
+           [("tft_breach_probability_cutoff", {"horizon": label}, cut_text[k]) for k, (label, _) in enumerate(cut)])
     yield ("tft_forecast_model_info", "gauge", MODEL_INFO_HELP,
            [("tft_forecast_model_info", {"instance": inst[k], "signal": sig[k], "model": str(fs.kinds[r]),
                                          "version": str(fs.versions[r])}, "1")

@@ -212,7 +212,7 @@ class Service:
             merged = old
         elif old is not None and result.failed_signals:
             carried = old.take(np.isin(old.signals, result.failed_signals))
-            merged = ForecastSet.concat([fresh, carried], fresh.step_seconds)
+            merged = ForecastSet.concat([fresh, carried], fresh.step_seconds, cutoffs=fresh.cutoffs)
         else:
             merged = fresh
         if merged is not None and len(merged):

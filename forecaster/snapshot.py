@@ -5,12 +5,18 @@ series), because a fleet of thousands of hosts means tens of thousands of series
 publish step, the ``/metrics`` text and the JSON API all walk them. A set is never modified
 after it is built: the service swaps in a new one at the end of a cycle, so a reader holding
 the old one always sees one whole cycle.
+
+Besides the per-series arrays a set carries the per-horizon breach-probability cut-offs of the
+global model that served the cycle (``cutoffs``, chosen F1-optimally on its training run's
+validation windows; empty when the cycle ran on the fallback), so the probabilities and the
+cut-offs they are judged against are always published together.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +27,8 @@ from forecaster.config import HORIZON_LABELS
 PATHS: tuple[str, ...] = ("p50", "p90")
 QUANTILE_NAMES: tuple[str, ...] = ("p10", "p50", "p90")
 MAX_HORIZON_SECONDS = max(HORIZON_LABELS.values())
+#: Why a series is listed by :func:`breaches`, strongest first.
+BREACH_REASONS: tuple[str, ...] = ("p50_path", "p90_path", "probability")
 
 
 def horizon_index(label: str, step_seconds: int) -> int:
@@ -50,6 +58,9 @@ class ForecastSet:
     quantiles: np.ndarray  # float32 [N, H, 3] p10/p50/p90 in units; NaN beyond a model's horizon
     eta: np.ndarray  # float64 [N, 2] seconds until the p50 / p90 path first crosses the threshold; NaN: never
     probability: np.ndarray  # float64 [N, len(HORIZON_LABELS)]; NaN: not available (fallback)
+    # Not per series: horizon label -> the served global model's breach-probability cut-off
+    # (a subset of HORIZON_LABELS, in its order); empty when no global model served the cycle.
+    cutoffs: Mapping[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.instances.shape[0])
@@ -66,18 +77,30 @@ class ForecastSet:
                    np.zeros((0, len(PATHS))), np.zeros((0, len(HORIZON_LABELS))))
 
     def take(self, rows: np.ndarray) -> ForecastSet:
-        """The rows selected by an index or boolean array."""
-        values = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name != "step_seconds"}
-        return ForecastSet(step_seconds=self.step_seconds, **values)
+        """The rows selected by an index or boolean array (the cut-offs stay)."""
+        values = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name not in _NOT_ROWS}
+        return ForecastSet(step_seconds=self.step_seconds, cutoffs=self.cutoffs, **values)
+
+    def with_cutoffs(self, cutoffs: Mapping[str, float]) -> ForecastSet:
+        """The same rows with these cut-offs (finite ones of known horizon labels, in their order)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_ROWS}
+        known = {label: float(cutoffs[label]) for label in HORIZON_LABELS
+                 if label in cutoffs and math.isfinite(float(cutoffs[label]))}
+        return ForecastSet(step_seconds=self.step_seconds, cutoffs=known, **values)
 
     @classmethod
-    def concat(cls, parts: list[ForecastSet], step_seconds: int) -> ForecastSet:
-        """Rows of all parts, in order; quantile curves are NaN-padded to the longest horizon."""
+    def concat(cls, parts: list[ForecastSet], step_seconds: int,
+               cutoffs: Mapping[str, float] | None = None) -> ForecastSet:
+        """Rows of all parts, in order; quantile curves are NaN-padded to the longest horizon.
+
+        The result carries ``cutoffs`` (default: none), whatever the parts carry.
+        """
+        cut = dict(cutoffs or {})
         parts = [p for p in parts if len(p)]
         if not parts:
-            return cls.empty(step_seconds)
+            return cls.empty(step_seconds).with_cutoffs(cut)
         if len(parts) == 1:
-            return parts[0]
+            return parts[0].with_cutoffs(cut)
         H = max(p.horizon_steps for p in parts)
         padded = []
         for p in parts:
@@ -87,10 +110,10 @@ class ForecastSet:
             padded.append(q)
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name in ("step_seconds", "quantiles"):
+            if f.name in _NOT_ROWS or f.name == "quantiles":
                 continue
             values[f.name] = np.concatenate([getattr(p, f.name) for p in parts])
-        return cls(step_seconds=step_seconds, quantiles=np.concatenate(padded), **values)
+        return cls(step_seconds=step_seconds, quantiles=np.concatenate(padded), **values).with_cutoffs(cut)
 
     def at_horizons(self) -> dict[str, np.ndarray]:
         """Label -> [N, 3] quantiles at that horizon (NaN where a series' horizon is shorter)."""
@@ -105,6 +128,9 @@ class ForecastSet:
 
     def oldest(self) -> float | None:
         return float(self.made_at.min()) if len(self) else None
+
+
+_NOT_ROWS = ("step_seconds", "cutoffs")
 
 
 # --------------------------------------------------------------------------- JSON documents
@@ -164,20 +190,49 @@ def forecasts_document(fs: ForecastSet, instance: str | None = None, signal: str
 
 
 def breaches(fs: ForecastSet) -> list[dict[str, Any]]:
-    """Series whose p50 or p90 path crosses the threshold within the horizon, soonest first."""
-    hit = np.isfinite(fs.eta).any(axis=1)
+    """Series predicted to breach: a forecast path crosses the threshold within the horizon, or
+    the breach probability at some horizon is at or above that horizon's cut-off (``fs.cutoffs``,
+    the served global model's, applied to every series as the alert rules do).
+
+    ``reason`` is the strongest of ``reasons`` (``p50_path`` > ``p90_path`` > ``probability``);
+    ``horizon``, ``probability`` and ``cutoff`` name the shortest horizon whose probability
+    reaches its cut-off (null when none does). Soonest first: series with a path crossing by
+    ETA, then series with only a probability warning by horizon, highest probability first.
+    """
+    labels = list(HORIZON_LABELS)
+    cut = np.array([fs.cutoffs.get(label, np.nan) for label in labels], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        warned = np.isfinite(fs.probability) & np.isfinite(cut) & (fs.probability >= cut)  # [N, L]
+    crossing = np.isfinite(fs.eta)  # [N, 2]
     out = []
-    for r in np.flatnonzero(hit).tolist():
+    for r in np.flatnonzero(crossing.any(axis=1) | warned.any(axis=1)).tolist():
         eta = fs.eta[r]
         prob = fs.probability[r]
+        reasons = [path for path, hit in zip(BREACH_REASONS[:2], crossing[r].tolist(), strict=True) if hit]
+        first = np.flatnonzero(warned[r])
+        c = int(first[0]) if len(first) else None  # the shortest horizon at or above its cut-off
+        horizon = labels[c] if c is not None else None
+        if horizon is not None:
+            reasons.append("probability")
+        soonest = float(np.nanmin(eta)) if crossing[r].any() else None
         out.append({
             "instance": str(fs.instances[r]), "signal": str(fs.signals[r]),
+            "reason": reasons[0], "reasons": reasons,
             "threshold": _num(fs.threshold[r]),
-            "eta_seconds": _num(np.nanmin(eta)),
+            "eta_seconds": _num(soonest) if soonest is not None else None,
             "eta_seconds_p50": _num(eta[0]), "eta_seconds_p90": _num(eta[1]),
-            "breach_at": iso(float(fs.made_at[r] + np.nanmin(eta))),
-            "probability_8h": _num(prob[list(HORIZON_LABELS).index("8h")]),
+            "breach_at": iso(float(fs.made_at[r] + soonest)) if soonest is not None else None,
+            "horizon": horizon,
+            "probability": _num(prob[c]) if c is not None else None,
+            "cutoff": _num(cut[c]) if c is not None else None,
+            "probability_8h": _num(prob[labels.index("8h")]),
             "model": str(fs.kinds[r]), "warming_up": bool(fs.warming_up[r]),
         })
-    out.sort(key=lambda b: (b["eta_seconds"], b["eta_seconds_p50"] is None, b["instance"], b["signal"]))
+
+    def order(b: dict[str, Any]) -> tuple[Any, ...]:
+        if b["eta_seconds"] is not None:
+            return (0, b["eta_seconds"], b["eta_seconds_p50"] is None, 0.0, b["instance"], b["signal"])
+        return (1, HORIZON_LABELS[b["horizon"]], 0, -b["probability"], b["instance"], b["signal"])
+
+    out.sort(key=order)
     return out

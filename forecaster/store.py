@@ -107,6 +107,17 @@ class ModelSet:
             return KIND_GLOBAL, self.global_model
         return KIND_FALLBACK, None
 
+    @property
+    def cutoffs(self) -> dict[str, float]:
+        """The global model's breach-probability cut-offs by horizon label (empty in fallback).
+
+        Per-host models have cut-offs of their own, but the alert rules compare every series
+        with one cut-off per horizon: the global model's is the one exported and used.
+        """
+        if self.global_model is None:
+            return {}
+        return dict(self.global_model.model.breach.cutoffs)
+
     def loaded(self) -> list[LoadedModel]:
         models = [self.global_model] if self.global_model is not None else []
         return models + [self.host_models[s] for s in sorted(self.host_models)]

@@ -48,18 +48,22 @@ class Settings:
     # Selects the forecaster's own series (its scrape job).
     forecaster_selector: str = 'job="tft-forecaster"'
     folder: str = "TFT Monitor"
-    # Predicted breach. The model also stores F1-optimal per-horizon cut-offs chosen on its
-    # validation slice (model.json, "breach.cutoffs"); these are the documented defaults used
-    # by the alert rules. Benchmark figures for them come from `tft-trainer backtest`
-    # (see docs/OPERATIONS.md, "Alert cut-offs").
+    # Predicted breach. The probability alerts compare tft_breach_probability with the served
+    # model's own per-horizon cut-off, chosen F1-optimally on its training run's validation
+    # windows (model.json "calibration.breach.cutoffs", exported by the forecaster as
+    # tft_breach_probability_cutoff{horizon}). See docs/OPERATIONS.md, "Alert cut-offs".
     critical_horizon: str = "1h"
-    critical_probability: float = 0.5
     critical_eta_seconds: int = 3600
     critical_for: str = "5m"
     warning_horizon: str = "8h"
-    warning_probability: float = 0.5
     warning_for: str = "15m"
-    # Dashboards: a host is "at risk" at a horizon when its breach probability reaches this.
+    # Used only where no tft_breach_probability_cutoff series exists for a horizon: a forecaster
+    # older than the cut-off series, per-host models served while no global model is loaded,
+    # or a model file without a cut-off for that horizon. The same default the trainer picks
+    # when a validation slice holds no breach.
+    absent_cutoff: float = 0.5
+    # Dashboards: the colour scale of breach probabilities (red from here); a fixed scale, not
+    # the alert cut-off, which is per horizon and per model.
     risk_probability: float = 0.5
     # Forecaster health.
     down_for: str = "5m"
@@ -105,6 +109,26 @@ RELATIVE_ERROR = "signal_horizon:tft_forecast_relative_abs_error:avg1d"
 
 HORIZONS = list(HORIZON_LABELS)
 HORIZON_COLORS = {"30m": "purple", "1h": "blue", "2h": "green", "4h": "orange", "8h": "yellow"}
+
+
+def cutoff_expr(horizon: str) -> str:
+    """The breach-probability cut-off at ``horizon``: one series, labelled ``horizon`` only.
+
+    ``max by (horizon)`` makes it one series whatever the number of forecaster replicas
+    (shards serve the same model), so the join below never fails on duplicates;
+    ``absent_cutoff`` stands in where no replica exports one.
+    """
+    return (f'max by (horizon) (tft_breach_probability_cutoff{{horizon="{horizon}"}})\n'
+            f'or\nlabel_replace(vector({_num(SETTINGS.absent_cutoff)}), "horizon", "{horizon}", "", "")')
+
+
+def breach_probability(horizon: str, by: str = "instance, signal, horizon") -> str:
+    return f'max by ({by}) (tft_breach_probability{{horizon="{horizon}"}})'
+
+
+def at_or_above_cutoff(value: str, horizon: str) -> str:
+    """PromQL: ``value`` (series labelled ``horizon``) where it reaches that horizon's cut-off."""
+    return f"{value} >= on (horizon) group_left () ({one_line(cutoff_expr(horizon))})"
 
 
 def signal_record(sig: Signal) -> str:
@@ -186,7 +210,7 @@ class Alert:
     severity: str
     value: str  # PromQL for the value the condition tests (no comparison)
     op: str  # ">=", ">", "<=", "<" or "outside" (cut-off is then (low, high))
-    cutoff: float | tuple[float, float]
+    cutoff: float | tuple[float, float] | None  # a fixed cut-off; None with cutoff_query
     for_: str
     summary: str
     description: str  # Prometheus template; "{{ $value }}" is replaced for Grafana
@@ -196,24 +220,30 @@ class Alert:
     panel_id: int | None = None
     absent: str | None = None  # Prometheus: also fire when this selector has no series
     no_data: str = "OK"  # Grafana noDataState
+    # A cut-off that is a series rather than a constant: PromQL returning one series labelled
+    # `horizon` (cutoff_expr); `value` must carry the same `horizon` label. Prometheus joins
+    # them `on (horizon)`; Grafana queries it as B and compares in a math expression C.
+    cutoff_query: str | None = None
 
 
 def _alerts() -> list[Alert]:
     s = SETTINGS
     fsel = s.forecaster_selector
-    crit_p = f'max by (instance, signal) (tft_breach_probability{{horizon="{s.critical_horizon}"}})'
+    crit_p = breach_probability(s.critical_horizon)
     crit_eta = 'min by (instance, signal) (tft_breach_eta_seconds{path="p50"})'
-    warn_p = f'max by (instance, signal) (tft_breach_probability{{horizon="{s.warning_horizon}"}})'
+    warn_p = breach_probability(s.warning_horizon)
     health = ""
+    own_cutoff = ("at or above the model's own cut-off for that horizon (tft_breach_probability_cutoff, "
+                  f"chosen on its training data; {_num(s.absent_cutoff)} where none is exported)")
     return [
         Alert(
             name=f"TFTBreachLikelyWithin{s.critical_horizon}", group="tft-predicted-breach", severity="critical",
-            value=crit_p, op=">=", cutoff=s.critical_probability, for_=s.critical_for,
+            value=crit_p, op=">=", cutoff=None, cutoff_query=cutoff_expr(s.critical_horizon), for_=s.critical_for,
             summary=f"{{{{ $labels.signal }}}} on {{{{ $labels.instance }}}} is likely to breach its threshold "
                     f"within {s.critical_horizon}",
             description=f"The TFT forecast gives a {{{{ $value }}}} probability that {{{{ $labels.signal }}}} on "
-                        f"{{{{ $labels.instance }}}} crosses its threshold within {s.critical_horizon} "
-                        f"(cut-off {s.critical_probability:.0%}).",
+                        f"{{{{ $labels.instance }}}} crosses its threshold within {s.critical_horizon}, "
+                        f"{own_cutoff}.",
             value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY,
         ),
         Alert(
@@ -227,15 +257,15 @@ def _alerts() -> list[Alert]:
         ),
         Alert(
             name=f"TFTBreachLikelyWithin{s.warning_horizon}", group="tft-predicted-breach", severity="warning",
-            value=(f"{warn_p}\nunless on (instance, signal) ({crit_p} >= {s.critical_probability})\n"
+            value=(f"{warn_p}\n"
+                   f"unless on (instance, signal) ({at_or_above_cutoff(crit_p, s.critical_horizon)})\n"
                    f"unless on (instance, signal) ({crit_eta} <= {s.critical_eta_seconds})"),
-            op=">=", cutoff=s.warning_probability, for_=s.warning_for,
+            op=">=", cutoff=None, cutoff_query=cutoff_expr(s.warning_horizon), for_=s.warning_for,
             summary=f"{{{{ $labels.signal }}}} on {{{{ $labels.instance }}}} may breach its threshold within "
                     f"{s.warning_horizon}",
             description=f"The TFT forecast gives a {{{{ $value }}}} probability that {{{{ $labels.signal }}}} on "
-                        f"{{{{ $labels.instance }}}} crosses its threshold within {s.warning_horizon} "
-                        f"(cut-off {s.warning_probability:.0%}). Silent while a critical predicted-breach "
-                        f"alert fires for the same series.",
+                        f"{{{{ $labels.instance }}}} crosses its threshold within {s.warning_horizon}, "
+                        f"{own_cutoff}. Silent while a critical predicted-breach alert fires for the same series.",
             value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY,
         ),
         Alert(
@@ -302,9 +332,16 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
+def _block(expr: str) -> str:
+    return "(\n" + "".join(f"  {ln}\n" for ln in expr.splitlines()) + ")"
+
+
 def prometheus_expr(a: Alert) -> str:
-    value = a.value if "\n" not in a.value else "(\n" + "".join(f"  {ln}\n" for ln in a.value.splitlines()) + ")"
-    if a.op == "outside":
+    value = a.value if "\n" not in a.value else _block(a.value)
+    if a.cutoff_query is not None:
+        assert a.op == ">=", a.name
+        expr = f"{value}\n>= on (horizon) group_left ()\n{_block(a.cutoff_query)}"
+    elif a.op == "outside":
         low, high = a.cutoff  # type: ignore[misc]
         expr = f"{value} < {_num(low)}\nor\n{value} > {_num(high)}"
     else:
@@ -331,31 +368,41 @@ def alert_rules() -> dict[str, Any]:
 
 
 def grafana_alert_rules() -> dict[str, Any]:
-    """Grafana-managed rules: query A gives the value, threshold B the editable cut-off."""
+    """Grafana-managed rules: query A gives the value; threshold B the editable cut-off, or, for a
+    cut-off series, query B that series and math expression C the comparison."""
     ds = SETTINGS.datasource_uid
+
+    def query(ref: str, expr: str) -> dict[str, Any]:
+        return {"refId": ref, "relativeTimeRange": {"from": 600, "to": 0}, "datasourceUid": ds,
+                "model": {"refId": ref, "expr": one_line(expr), "instant": True, "range": False,
+                          "datasource": {"type": "prometheus", "uid": ds}, "editorMode": "code",
+                          "legendFormat": "__auto", "intervalMs": 15000, "maxDataPoints": 43200}}
+
+    def expression(ref: str, kind: str, expr: str, **extra: Any) -> dict[str, Any]:
+        return {"refId": ref, "relativeTimeRange": {"from": 0, "to": 0}, "datasourceUid": "__expr__",
+                "model": {"refId": ref, "type": kind, "expression": expr,
+                          "datasource": {"type": "__expr__", "uid": "__expr__"}, **extra}}
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for a in _alerts():
-        if a.op == "outside":
-            evaluator = {"type": "outside_range", "params": list(a.cutoff)}  # type: ignore[arg-type]
+        if a.cutoff_query is not None:
+            # B is the cut-off series (labels {horizon}, a subset of A's): a math expression
+            # joins each series of A with it and is non-zero (firing) where A reaches it.
+            data = [query("A", a.value), query("B", a.cutoff_query), expression("C", "math", f"$A {a.op} $B")]
         else:
-            evaluator = {"type": "gt" if a.op.startswith(">") else "lt", "params": [a.cutoff]}
+            if a.op == "outside":
+                evaluator = {"type": "outside_range", "params": list(a.cutoff)}  # type: ignore[arg-type]
+            else:
+                evaluator = {"type": "gt" if a.op.startswith(">") else "lt", "params": [a.cutoff]}
+            data = [query("A", a.value), expression("B", "threshold", "A", conditions=[{"evaluator": evaluator}])]
         annotations = _annotations(a, "$values.A.Value")
         # Grafana templates see $labels and $values (not $value); links in notifications come
         # from dashboardUid/panelId as well.
         groups.setdefault(a.group, []).append({
             "uid": "tft-" + "".join("-" + c.lower() if c.isupper() else c for c in a.name[3:]).strip("-")[:36],
             "title": a.name,
-            "condition": "B",
-            "data": [
-                {"refId": "A", "relativeTimeRange": {"from": 600, "to": 0}, "datasourceUid": ds,
-                 "model": {"refId": "A", "expr": one_line(a.value), "instant": True, "range": False,
-                           "datasource": {"type": "prometheus", "uid": ds}, "editorMode": "code",
-                           "legendFormat": "__auto", "intervalMs": 15000, "maxDataPoints": 43200}},
-                {"refId": "B", "relativeTimeRange": {"from": 0, "to": 0}, "datasourceUid": "__expr__",
-                 "model": {"refId": "B", "type": "threshold", "expression": "A",
-                           "datasource": {"type": "__expr__", "uid": "__expr__"},
-                           "conditions": [{"evaluator": evaluator}]}},
-            ],
+            "condition": data[-1]["refId"],
+            "data": data,
             "dashboardUid": a.link,
             "panelId": a.panel_id,
             "noDataState": a.no_data,
@@ -561,8 +608,13 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any
 # ---- 1. Fleet overview ----------------------------------------------------------------------
 
 
+def hosts_at_risk(horizon: str) -> str:
+    """Hosts with a signal whose breach probability reaches the model's cut-off (the alert condition)."""
+    return f"count({at_or_above_cutoff(breach_probability(horizon, 'instance, horizon'), horizon)}) or vector(0)"
+
+
 def fleet_dashboard() -> dict[str, Any]:
-    cut = _num(SETTINGS.risk_probability)
+    own_cutoff = "the model's own cut-off for that horizon (the probability alerts' condition)"
     lay = Layout()
     lay.add(panel(1, "stat", "Hosts forecast", [target("count(count by (instance) (tft_forecast_p50))")],
                   "Hosts with at least one published forecast.", options=stat_options(),
@@ -572,9 +624,8 @@ def fleet_dashboard() -> dict[str, Any]:
                   "Host/signal series forecast with less than a full context window of history.",
                   options=stat_options(), defaults={"color": {"mode": "fixed", "fixedColor": "text"}}), 4, 4)
     lay.add(panel(3, "stat", f"Hosts at risk within {SETTINGS.warning_horizon}",
-                  [target(f'count(max by (instance) (tft_breach_probability{{horizon="{SETTINGS.warning_horizon}"}})'
-                          f" >= {cut}) or vector(0)")],
-                  f"Hosts whose breach probability for any signal reaches {cut}.",
+                  [target(hosts_at_risk(SETTINGS.warning_horizon))],
+                  f"Hosts whose breach probability for any signal reaches {own_cutoff}.",
                   options=stat_options(color="background"),
                   defaults={"thresholds": thresholds((None, "green"), (1, "red"))}), 4, 4)
     lay.add(panel(4, "stat", "Predicted breaches within 1h (p50 path)",
@@ -596,9 +647,8 @@ def fleet_dashboard() -> dict[str, Any]:
 
     lay.row(10, "Hosts at risk")
     lay.add(panel(11, "bargauge", "Hosts at risk per horizon",
-                  [target(f'count(max by (instance) (tft_breach_probability{{horizon="{h}"}}) >= {cut}) or vector(0)',
-                          legend=h) for h in HORIZONS],
-                  f"Number of hosts with a breach probability of at least {cut} for any signal, per horizon.",
+                  [target(hosts_at_risk(h), legend=h) for h in HORIZONS],
+                  f"Number of hosts with a breach probability at or above {own_cutoff} for any signal, per horizon.",
                   options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                            "orientation": "vertical", "displayMode": "gradient", "showUnfilled": True,
                            "valueMode": "color", "namePlacement": "auto", "sizing": "auto", "minVizHeight": 16,
@@ -606,10 +656,24 @@ def fleet_dashboard() -> dict[str, Any]:
                   defaults={"min": 0, "decimals": 0, "thresholds": thresholds((None, "green"), (1, "orange"),
                                                                                 (5, "red"))}), 8, 8)
     lay.add(panel(12, "timeseries", "Hosts at risk over time",
-                  [target(f'count(max by (instance) (tft_breach_probability{{horizon="{h}"}}) >= {cut}) or vector(0)',
-                          legend=h) for h in HORIZONS],
+                  [target(hosts_at_risk(h), legend=h) for h in HORIZONS],
                   "The same counts over time.", options=ts_options(),
-                  defaults=ts_defaults(min_=0) | {"decimals": 0}), 16, 8)
+                  defaults=ts_defaults(min_=0) | {"decimals": 0}), 10, 8)
+    lay.add(panel(13, "bargauge", "Alert cut-off per horizon",
+                  [target(f'max by (horizon) (tft_breach_probability_cutoff{{horizon="{h}"}})', legend=h)
+                   for h in HORIZONS],
+                  "The served model's breach-probability cut-off per horizon, chosen on its training data "
+                  "(F1-optimal on the validation windows); a host is at risk, and the probability alerts fire, "
+                  "at or above it. No data: no model is loaded (fallback), and the alert rules use "
+                  f"{_num(SETTINGS.absent_cutoff)}.",
+                  unit="percentunit",
+                  options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                           "orientation": "horizontal", "displayMode": "basic", "showUnfilled": True,
+                           "valueMode": "color", "namePlacement": "auto", "sizing": "auto", "minVizHeight": 10,
+                           "minVizWidth": 0, "maxVizHeight": 300},
+                  defaults={"min": 0, "max": 1, "decimals": 1,
+                            "color": {"mode": "fixed", "fixedColor": "blue"},
+                            "thresholds": thresholds((None, "blue"))}), 6, 8)
 
     lay.row(20, "Rankings")
     eta_p50 = 'min by (instance, signal) (tft_breach_eta_seconds{path="p50"})'
@@ -725,7 +789,9 @@ def host_dashboard() -> dict[str, Any]:
     lay.add(panel(PANEL_HOST_PROBABILITY, "bargauge", "Breach probability by horizon",
                   [target(f'max(tft_breach_probability{{instance="$instance", signal="$signal", horizon="{h}"}})',
                           legend=h) for h in HORIZONS],
-                  "Calibrated probability that the signal crosses its threshold within each horizon.",
+                  "Calibrated probability that the signal crosses its threshold within each horizon. The "
+                  "colours are a fixed scale; the alerts fire at the model's own cut-off per horizon "
+                  "(Fleet overview, *Alert cut-off per horizon*).",
                   unit="percentunit", defaults={"min": 0, "max": 1, "thresholds": RISK_STEPS},
                   options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                            "orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True,
@@ -993,15 +1059,18 @@ Evaluated every {s.accuracy_interval}: forecasts change once per forecaster cycl
 Alerts on forecasts (predicted breach) and on the forecaster itself. The same rules are
 provisioned as Grafana-managed alerts (grafana/provisioning/alerting/tft-alert-rules.yml).
 Cut-offs (documented in docs/OPERATIONS.md):
-  critical: P(breach within {s.critical_horizon}) >= {s.critical_probability}, or the p50 path breaches within \
-{s.critical_eta_seconds} s
-  warning:  P(breach within {s.warning_horizon}) >= {s.warning_probability}
+  critical: P(breach within {s.critical_horizon}) >= the model's cut-off for {s.critical_horizon}, or the p50 path \
+breaches within {s.critical_eta_seconds} s
+  warning:  P(breach within {s.warning_horizon}) >= the model's cut-off for {s.warning_horizon}
+  The model's cut-offs are tft_breach_probability_cutoff{{horizon}} (chosen on its training data);
+  {_num(s.absent_cutoff)} stands in only where that series is absent.
   coverage drift: |coverage - {s.coverage_target}| > {s.coverage_tolerance}; naive ratio > {s.naive_ratio}
 {GENERATED}"""),
         Path("grafana/provisioning/alerting/tft-alert-rules.yml"): to_yaml(grafana_alert_rules(), f"""
 Grafana-managed alert rules: the same conditions as prometheus/rules/tft-alerts.rules.yml.
-Query A gives the value; threshold B holds the cut-off (Grafana's thresholds are strict: ">="
-in Prometheus is "above" here, the same for a continuous probability).
+Query A gives the value. Breach-probability rules: query B is the model's cut-off series and
+math expression C ($A >= $B, the condition) fires where A reaches it. Other rules: threshold
+B holds the cut-off (Grafana's thresholds are strict: ">=" in Prometheus is "above" here).
 File-provisioned rules are read-only in Grafana's UI: see docs/OPERATIONS.md, "Editing an
 alert rule in Grafana".
 {GENERATED}"""),

@@ -72,6 +72,9 @@ def test_recorded_answers_with_the_tiny_model(recorded: FakePrometheus, tiny_mod
     assert horizon_index("30m", 300) == 5 and horizon_index("8h", 300) == 95
     np.testing.assert_array_equal(fs.at_horizons()["1h"], fs.quantiles[:, 11, :])
     assert np.isfinite(fs.probability).all() and ((fs.probability >= 0) & (fs.probability <= 1)).all()
+    # The set carries the served model's cut-offs, one per horizon label.
+    assert dict(fs.cutoffs) == tiny_models.global_model.model.breach.cutoffs  # type: ignore[union-attr]
+    assert list(fs.cutoffs) == list(HORIZON_LABELS)
     # Forecasts are "made now" for the grid point at or before now.
     assert (fs.made_at == NOW).all() and (fs.origin == META["end"]).all()
     assert result.stage_seconds["query"] > 0 and result.stage_seconds["inference"] > 0
@@ -86,7 +89,7 @@ def test_fallback_is_flagged_and_has_no_probability(recorded: FakePrometheus) ->
     fs = result.forecasts
     assert result.ok and fs is not None and len(fs) == len(HOSTS) * 4
     assert set(fs.kinds) == {KIND_FALLBACK} and set(fs.versions) == {"seasonal_naive"}
-    assert np.isnan(fs.probability).all()
+    assert np.isnan(fs.probability).all() and dict(fs.cutoffs) == {}  # no probability, no cut-off
     _check_quantiles(fs)
 
 

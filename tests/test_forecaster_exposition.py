@@ -47,6 +47,10 @@ tft_trainer_runs_total{outcome="promoted"} 2
 """
 
 
+# The served global model's breach-probability cut-offs (model.json: calibration.breach.cutoffs).
+CUTOFFS = {"30m": 0.42, "1h": 0.35, "2h": 0.3, "4h": 0.275, "8h": 0.25}
+
+
 def fixed_set() -> ForecastSet:
     """Three series: a global-model one about to breach, a warming-up one, a fallback one."""
     H = 96
@@ -62,7 +66,7 @@ def fixed_set() -> ForecastSet:
         step_seconds=300, instances=obj("web-01", "db-02", "web-01"), signals=obj("memory", "cpu", "cpu"),
         kinds=obj("global", "global", "fallback"), versions=obj("v1", "v1", "seasonal_naive"),
         warming_up=np.array([False, True, False]), made_at=np.full(3, NOW), origin=np.full(3, ORIGIN),
-        threshold=np.array([0.9, 0.9, 0.9]), quantiles=q, eta=eta, probability=prob)
+        threshold=np.array([0.9, 0.9, 0.9]), quantiles=q, eta=eta, probability=prob, cutoffs=dict(CUTOFFS))
 
 
 def fixed_models() -> ModelSet:
@@ -153,6 +157,9 @@ def test_forecast_series_contract() -> None:
                                            "version": "seasonal_naive"}) == 1
     assert get("tft_forecast_warming_up", {"instance": "db-02", "signal": "cpu"}) == 1
     assert get("tft_forecast_warming_up", {"instance": "web-01", "signal": "memory"}) == 0
+    # One cut-off per horizon, with no instance or signal: the alert rules join it on horizon.
+    for h, cut in CUTOFFS.items():
+        assert get("tft_breach_probability_cutoff", {"horizon": h}) == pytest.approx(cut)
     text = render_forecasts(fs).decode()
     assert 'quantile="' not in text
     for line in text.splitlines():  # no explicit timestamps: Prometheus stamps samples at scrape time
@@ -200,3 +207,16 @@ def test_model_and_fallback_flags() -> None:
     assert get("tft_model_info", {"version": "seasonal_naive", "trained_at": "", "scope": "global",
                                   "source": "fallback"}) == 1
     assert get("tft_model_age_seconds") is None
+
+
+def test_cutoffs_are_absent_without_a_global_model() -> None:
+    """In fallback (no cut-offs in the set) the family is there, without samples; per-host rows
+    and carried-over rows keep the set's cut-offs."""
+    fs = fixed_set().with_cutoffs({})
+    text = render_forecasts(fs).decode()
+    assert "# TYPE tft_breach_probability_cutoff gauge" in text
+    assert "tft_breach_probability_cutoff{" not in text
+    kept = fixed_set().take(np.array([0, 2]))
+    assert dict(kept.cutoffs) == CUTOFFS
+    assert dict(ForecastSet.concat([kept, fs], 300, cutoffs=kept.cutoffs).cutoffs) == CUTOFFS
+    assert dict(fixed_set().with_cutoffs({"1h": 0.2, "3h": 0.1, "8h": float("nan")}).cutoffs) == {"1h": 0.2}

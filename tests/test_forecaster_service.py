@@ -102,6 +102,11 @@ def test_prometheus_down_at_start_then_recovers(fake: FakePrometheus, registry: 
     assert len(served(service)) == len(HOSTS) * len(SIGNALS)
     assert service.ready() == (True, "Ready.")
     assert metric(service, "tft_forecaster_last_success_timestamp_seconds") == T0
+    # The served model's own cut-offs, chosen on its training data, one per horizon.
+    cutoffs = load_model_dir(Registry(registry).latest_path()).breach.cutoffs  # type: ignore[arg-type]
+    assert set(cutoffs) == {"30m", "1h", "2h", "4h", "8h"}
+    for h, cut in cutoffs.items():
+        assert metric(service, "tft_breach_probability_cutoff", {"horizon": h}) == pytest.approx(cut, abs=1e-6)
 
 
 def test_down_mid_cycle_keeps_last_forecasts_with_their_age(fake: FakePrometheus, registry: Path,
@@ -124,6 +129,7 @@ def test_down_mid_cycle_keeps_last_forecasts_with_their_age(fake: FakePrometheus
     assert len(made) == len(HOSTS) * len(SIGNALS)  # nothing vanished
     assert all(made[(h, "cpu")] == clock.t for h in HOSTS)  # the signal that answered is fresh
     assert all(made[(h, "memory")] == T0 for h in HOSTS)  # the others are the last good ones
+    assert metric(service, "tft_breach_probability_cutoff", {"horizon": "8h"}) is not None
     assert metric(service, "tft_forecaster_forecast_age_seconds") == 300
     assert metric(service, "tft_forecaster_failures_total", {"stage": "query"}) == 1
     assert len(cycle_warnings(caplog)) == 1  # one line per cycle, not per series or signal
@@ -270,6 +276,7 @@ def test_fallback_is_served_flagged_and_replaced_when_a_model_appears(fake: Fake
     assert metric(service, "tft_model_info", {"version": "seasonal_naive", "trained_at": "", "scope": "global",
                                               "source": "fallback"}) == 1
     assert "tft_breach_probability{" not in service.metrics_text().decode()
+    assert "tft_breach_probability_cutoff{" not in service.metrics_text().decode()  # no model, no cut-off
     assert metric(service, "tft_forecast_model_info", {"instance": "web-01", "signal": "cpu", "model": "fallback",
                                                        "version": "seasonal_naive"}) == 1
     ok, why = service.ready()
@@ -282,6 +289,7 @@ def test_fallback_is_served_flagged_and_replaced_when_a_model_appears(fake: Fake
     assert service.run_cycle().ok
     assert set(service.published.forecasts.kinds) == {"global"}  # type: ignore[union-attr]
     assert metric(service, "tft_model_fallback") == 0
+    assert metric(service, "tft_breach_probability_cutoff", {"horizon": "1h"}) is not None
     assert service.ready()[0]
 
 
@@ -312,6 +320,9 @@ def test_host_model_is_preferred_for_its_host(fake: FakePrometheus, registry: Pa
     assert ("db-02", "host") in kinds and ("web-01", "global") in kinds and ("db-02", "global") not in kinds
     assert metric(service, "tft_forecast_model_info", {"instance": "db-02", "signal": "cpu", "model": "host",
                                                        "version": "own"}) == 1
+    # One cut-off per horizon, the global model's, whichever model served a series.
+    glob = load_model_dir(reg.latest_path()).breach.cutoffs  # type: ignore[arg-type]
+    assert dict(fs.cutoffs) == glob
 
 
 # ---------------------------------------------------------------------------------- HTTP, scheduler
@@ -334,8 +345,16 @@ def test_http_api_and_live_metrics_page(fake: FakePrometheus, registry: Path) ->
         assert set(series["breach_probability"]) == {"30m", "1h", "2h", "4h", "8h"}
         assert len(requests.get(running.url + "/api/v1/forecasts", timeout=5).json()["data"]["series"]) == 12
         found = requests.get(running.url + "/api/v1/breaches", timeout=5).json()["data"]["breaches"]
-        etas = [b["eta_seconds"] for b in found]
-        assert etas == sorted(etas)
+        # Path crossings first, soonest first; then probability-only warnings by horizon.
+        paths = [b for b in found if b["reason"] != "probability"]
+        assert found[:len(paths)] == paths
+        assert [b["eta_seconds"] for b in paths] == sorted(b["eta_seconds"] for b in paths)
+        cutoffs = running.service.published.forecasts.cutoffs  # type: ignore[union-attr]
+        for b in found[len(paths):]:
+            assert b["eta_seconds"] is None and b["cutoff"] == pytest.approx(cutoffs[b["horizon"]])
+            assert b["probability"] >= b["cutoff"]
+        assert [b["horizon"] for b in found[len(paths):]] == sorted(
+            (b["horizon"] for b in found[len(paths):]), key=["30m", "1h", "2h", "4h", "8h"].index)
         assert requests.get(running.url + "/nope", timeout=5).status_code == 404
         resp = requests.get(running.url + "/metrics", timeout=5)
         assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")

@@ -33,8 +33,8 @@ from tests.monitoring_exprs import (
 # (tests/test_promql_live.py) proves that each of these the panels use really returns data.
 FORECASTER_METRICS = {
     "tft_forecast_p10", "tft_forecast_p50", "tft_forecast_p90", "tft_breach_eta_seconds",
-    "tft_breach_probability", "tft_model_info", "tft_model_age_seconds", "tft_model_fallback",
-    "tft_forecast_model_info", "tft_forecast_warming_up", "tft_signal_threshold",
+    "tft_breach_probability", "tft_breach_probability_cutoff", "tft_model_info", "tft_model_age_seconds",
+    "tft_model_fallback", "tft_forecast_model_info", "tft_forecast_warming_up", "tft_signal_threshold",
     "tft_forecaster_stage_duration_seconds", "tft_forecaster_cycles_total",
     "tft_forecaster_last_success_timestamp_seconds", "tft_forecaster_forecast_age_seconds",
     "tft_forecaster_series", "tft_forecaster_series_skipped", "tft_forecaster_failures_total",
@@ -272,7 +272,11 @@ def test_grafana_alert_rules_structure() -> None:
             assert d["datasourceUid"] in (uid, "__expr__")
             assert d["model"]["refId"] == d["refId"]
             if d["datasourceUid"] == "__expr__":
-                assert d["model"]["type"] == "threshold" and d["model"]["expression"] in refs
+                assert d["model"]["type"] in ("threshold", "math")
+                if d["model"]["type"] == "threshold":
+                    assert d["model"]["expression"] in refs
+                else:
+                    assert set(re.findall(r"\$(\w+)", d["model"]["expression"])) <= refs - {d["refId"]}
         assert r["labels"]["severity"] in ("critical", "warning")
         assert {"summary", "description", "dashboard_url"} <= set(r["annotations"])
         assert "$value " not in r["annotations"]["description"], "Grafana templates use $values"
@@ -291,13 +295,40 @@ def test_grafana_and_prometheus_alerts_are_the_same_rules() -> None:
     assert set(prom) == set(graf)
     for name, g in graf.items():
         p = prom[name]
-        [query] = [d for d in g["data"] if d["datasourceUid"] != "__expr__"]
-        assert _norm(query["model"]["expr"]) in _norm(p["expr"]), name
+        queries = {d["refId"]: d for d in g["data"] if d["datasourceUid"] != "__expr__"}
+        for query in queries.values():
+            assert _norm(query["model"]["expr"]) in _norm(p["expr"]), name
         assert g["for"] == p["for"] and g["labels"] == p["labels"]
         assert g["annotations"]["summary"] == p["annotations"]["summary"]
-        [threshold] = [d for d in g["data"] if d["datasourceUid"] == "__expr__"]
-        for cutoff in threshold["model"]["conditions"][0]["evaluator"]["params"]:
+        [condition] = [d for d in g["data"] if d["datasourceUid"] == "__expr__"]
+        assert g["condition"] == condition["refId"]
+        if condition["model"]["type"] == "math":
+            # A cut-off that is a series: B, compared with A as Prometheus does, joined on horizon.
+            assert set(queries) == {"A", "B"} and condition["model"]["expression"] == "$A >= $B", name
+            a, b = (_norm(queries[r]["model"]["expr"]) for r in "AB")
+            assert _norm(p["expr"]).endswith(f"{a} ) >= on ( horizon ) group_left ( ) ( {b} )") or \
+                _norm(p["expr"]) == f"{a} >= on ( horizon ) group_left ( ) ( {b} )", name
+            continue
+        for cutoff in condition["model"]["conditions"][0]["evaluator"]["params"]:
             assert re.search(rf"[<>]=? {re.escape(format(cutoff, 'g'))}\b", p["expr"]), (name, cutoff)
+
+
+def test_breach_probability_alerts_use_the_model_cutoff() -> None:
+    """Every probability alert compares with tft_breach_probability_cutoff of its own horizon; the
+    fixed stand-in is there only for when that series is absent."""
+    gen = load_generator()
+    probability_alerts = [r for r in prometheus_rules() if "tft_breach_probability{" in r.get("expr", "")
+                          and "alert" in r]
+    assert {r["alert"] for r in probability_alerts} == {"TFTBreachLikelyWithin1h", "TFTBreachLikelyWithin8h"}
+    for rule in probability_alerts:
+        horizon = rule["alert"].removeprefix("TFTBreachLikelyWithin")
+        expr = _norm(rule["expr"])
+        cutoff = _norm(gen.cutoff_expr(horizon))
+        assert expr.endswith(f">= on ( horizon ) group_left ( ) ( {cutoff} )"), rule["alert"]
+        assert f'tft_breach_probability_cutoff{{horizon="{horizon}"}}' in cutoff
+        # The constant appears only as the stand-in of an absent cut-off series.
+        assert re.findall(r"(?<![\w.])0\.5(?![\w.])", rule["expr"]) == \
+            re.findall(r"vector\( ?(0\.5) ?\)", rule["expr"])
 
 
 def test_alerts_link_to_a_dashboard() -> None:

@@ -215,6 +215,9 @@ def _check_everything(server: PrometheusServer, fleet: Any) -> None:
     # Prometheus started).
     live = server.wait_for(f'timestamp(tft_forecast_p50{{horizon="1h"}}) > {started:.0f}', timeout=WAIT_S)
     server.wait_for('tft_breach_eta_seconds{path="p50"}', timeout=WAIT_S)
+    # The served model's cut-offs, one per horizon: the probability alerts join on them.
+    server.wait_for('tft_breach_probability_cutoff{job="tft-forecaster"}', min_series=len(HORIZON_LABELS),
+                    timeout=WAIT_S)
     server.wait_for("signal_horizon:tft_forecast_relative_abs_error:avg1d", timeout=WAIT_S)
     server.wait_for("tft_trainer_last_run_exit_code", timeout=WAIT_S)
 
