@@ -79,7 +79,6 @@ class DemoSettings:
     prometheus_port: int | None = None
     exporter_port: int | None = None
     forecaster_port: int | None = None
-    min_history_steps: int | None = None  # forecaster model.min_history_steps override (tests)
 
     def expected_startup(self) -> float:
         return _STARTUP_SECONDS + _BACKFILL_SECONDS_PER_HOST_DAY * self.hosts * self.days
@@ -431,8 +430,6 @@ class Pipeline:
         }
         if s.model_dir is not None:
             config["forecaster"]["registry_dir"] = str(Path(s.model_dir).resolve())
-        if s.min_history_steps is not None:
-            config["model"] = {"min_history_steps": s.min_history_steps}
         path = self.work / "forecaster.yml"
         path.write_text("# Written by tft-demo for this run.\n" + yaml.safe_dump(config, sort_keys=False))
         self.say(f"starting the forecaster (every {s.interval}s; config {path}) ...")
