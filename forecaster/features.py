@@ -56,6 +56,10 @@ class WindowBatch:
     def __len__(self) -> int:
         return len(self.origins)
 
+    def take(self, index: np.ndarray) -> WindowBatch:
+        """The windows selected by a boolean mask or an index array."""
+        return WindowBatch(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+
     def scaled_target(self) -> np.ndarray:
         return ((self.target - self.center[:, None]) / self.scale[:, None]).astype(np.float32)
 

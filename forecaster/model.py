@@ -191,9 +191,7 @@ class ForecastModel:
                 continue
             p = np.full(len(batch), np.nan)
             if has_thr.any():
-                feats = breach_features(q[has_thr], batch.center[has_thr], batch.scale[has_thr],
-                                        batch.last_value[has_thr], batch.encoder_max[has_thr],
-                                        batch.threshold[has_thr], H)
+                feats = breach_features(q[has_thr], batch.take(has_thr), H)
                 p[has_thr] = self.breach.probability(label, feats)
             probs[label] = p
         return Forecast(batch.series, batch.origins, q, probs, batch.last_value)

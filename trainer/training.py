@@ -358,24 +358,32 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     network.cpu()
 
     model = ForecastModel(spec, network)
-    raw = model.raw_quantiles(val)
-    model.band = fit_band(raw, val.target.astype(np.float64))
-    calibrated = model.band.apply(raw)
-    # Breaches are rare (a threshold is a level seldom passed), so the validation slice alone
-    # holds few of them: the breach model also learns from hourly windows of the training part.
-    extra = breach_fit_windows(panel, split, rules, codes, thresholds, limit=settings.breach_windows,
-                               seed=settings.seed)
-    fit_set = _concat([val, extra]) if len(extra) else val
-    fit_q = np.concatenate([calibrated, model.band.apply(model.raw_quantiles(extra))]) if len(extra) else calibrated
-    model.breach = fit_breach_model(fit_q, fit_set.target.astype(np.float64), fit_set.center, fit_set.scale,
-                                    fit_set.last_value, fit_set.encoder_max, fit_set.threshold)
-    validation = validation_report(model, val, calibrated)
+    validation = calibrate(model, panel, split, rules, thresholds, val, settings)
     seconds = time.monotonic() - started
     samples = keep.epochs * settings.batches_per_epoch * settings.gradient_accumulation * settings.batch_size
     log.info("trained %d epochs (%s), %d samples in %.0fs; validation coverage %.3f -> %.3f",
              keep.epochs, why, samples, seconds, model.band.coverage_before or float("nan"),
              model.band.coverage_after or float("nan"))
     return TrainResult(model, keep.epochs, samples, seconds, keep.best, why, validation)
+
+
+def calibrate(model: ForecastModel, panel: Panel, split: Split, rules: WindowRules, thresholds: np.ndarray,
+              val: WindowBatch, settings: TrainSettings) -> dict[str, Any]:
+    """Fit the band on the validation slice and the breach model; returns the validation report."""
+    raw = model.raw_quantiles(val)
+    model.band = fit_band(raw, val.target.astype(np.float64))
+    calibrated = model.band.apply(raw)
+    # Breaches are rare (a threshold is a level seldom passed), so the validation slice alone
+    # holds few of them: the breach model also learns from hourly windows of the training part.
+    extra = breach_fit_windows(panel, split, rules, model.spec.signal_codes(), thresholds,
+                               limit=settings.breach_windows, seed=settings.seed)
+    if len(extra):
+        fit_set = _concat([val, extra])
+        fit_q = np.concatenate([calibrated, model.band.apply(model.raw_quantiles(extra))])
+    else:
+        fit_set, fit_q = val, calibrated
+    model.breach = fit_breach_model(fit_q, fit_set)
+    return validation_report(model, val, calibrated)
 
 
 def validation_report(model: ForecastModel, val: WindowBatch, q: np.ndarray) -> dict[str, Any]:
@@ -390,8 +398,7 @@ def validation_report(model: ForecastModel, val: WindowBatch, q: np.ndarray) -> 
         known = armed & np.isfinite(y[:, :H]).all(axis=1)
         if not known.any():
             continue
-        feats = breach_features(q[known], val.center[known], val.scale[known], val.last_value[known],
-                                val.encoder_max[known], val.threshold[known], H)
+        feats = breach_features(q[known], val.take(known), H)
         prob = model.breach.probability(label, feats)
         outcome = breach_within(y[known], val.threshold[known], H).astype(np.float64)
         report["breach"][label] = {"reliability": reliability_table(prob, outcome),
