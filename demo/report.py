@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from forecaster.config import HORIZON_LABELS
+
 #: A warning must come at least this long before the breach for the run to pass.
 MIN_LEAD_SECONDS = 1800.0
 #: The longest horizon the forecaster predicts; a warning further ahead cannot be about an incident.
@@ -98,6 +100,8 @@ class Prediction:
     probability: dict[str, float]
     model: str
     reasons: tuple[str, ...]
+    #: The shortest horizon whose breach probability reaches the model's cut-off, if any.
+    warn_horizon: str | None = None
 
     @property
     def warned(self) -> bool:
@@ -129,15 +133,17 @@ def prediction(series: dict[str, Any], cutoffs: dict[str, float]) -> Prediction:
     probs = {k: v for k, v in ((k, _number(v)) for k, v in (series.get("breach_probability") or {}).items())
              if v is not None}
     reasons = []
-    for label, p in probs.items():
+    warn_horizon = None
+    for label, p in probs.items():  # the API lists horizons shortest first
         cut = cutoffs.get(label)
         if cut is not None and p >= cut:
             reasons.append(f"P({label}) {p:.2f} >= {cut:.2f}")
+            warn_horizon = warn_horizon or label
     if p50 is not None:
         reasons.insert(0, f"p50 path crosses in {duration(p50)}")
     elif p90 is not None:
         reasons.append(f"p90 path crosses in {duration(p90)}")
-    return Prediction(made_at, p50, p90, probs, str(series.get("model", "")), tuple(reasons))
+    return Prediction(made_at, p50, p90, probs, str(series.get("model", "")), tuple(reasons), warn_horizon)
 
 
 @dataclass
@@ -270,6 +276,10 @@ def summary_lines(tracker: Tracker, *, now: float | None = None) -> list[str]:
         for label, p in (("first cycle", o.first), ("last cycle", o.last)):
             if p is None:
                 lines.append(f"    {label}: not forecast")
+            elif p.breach_at is None and p.warn_horizon is not None:
+                by = p.made_at + HORIZON_LABELS.get(p.warn_horizon, 0)
+                lines.append(f"    {label} ({clock(p.made_at)}): breach likely within {p.warn_horizon}, by "
+                             f"{clock(by, False)} (P {p.probability[p.warn_horizon]:.2f}; no forecast path crosses)")
             elif p.breach_at is None:
                 lines.append(f"    {label} ({clock(p.made_at)}): no breach predicted within 8h")
             else:

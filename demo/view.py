@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from demo.report import Prediction, Tracker, clock, duration
+from forecaster.config import HORIZON_LABELS
 
 RESET, BOLD, DIM, RED, YELLOW, GREEN = "\x1b[0m", "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[33m", "\x1b[32m"
 CLEAR = "\x1b[H\x1b[2J"
@@ -36,12 +37,15 @@ class Frame:
 
 
 def rank(predictions: dict[tuple[str, str], Prediction]) -> list[tuple[tuple[str, str], Prediction]]:
-    """Soonest predicted breach first (p50 path, else p90), then the highest 8 h probability."""
+    """Warned series first: the soonest predicted crossing (p50 path, else p90), then the shortest
+    horizon whose breach probability reaches the model's cut-off; then the highest probability."""
+    order = {label: n for n, label in enumerate(HORIZON_LABELS)}
 
-    def key(item: tuple[tuple[str, str], Prediction]) -> tuple[float, float, str, str]:
+    def key(item: tuple[tuple[str, str], Prediction]) -> tuple[bool, float, int, float, str, str]:
         (instance, signal), p = item
         etas = [e for e in (p.eta_p50, p.eta_p90) if e is not None]
-        return (min(etas) if etas else math.inf, -max(p.probability.values(), default=0.0), instance, signal)
+        return (not p.warned, min(etas) if etas else math.inf, order.get(p.warn_horizon or "", 99),
+                -max(p.probability.values(), default=0.0), instance, signal)
 
     return sorted(predictions.items(), key=key)
 
@@ -75,7 +79,7 @@ def render(frame: Frame, width: int = 120, height: int = 40, color: bool = False
     incident_rows = len(scripted) + 3
     room = max(5, height - 16 - incident_rows)
     header = f"{'HOST':<12} {'SIGNAL':<11} {'NOW':>6} {'LIMIT':>6} {'ETA p50':>8} {'ETA p90':>8} " \
-             f"{'P(1h)':>6} {'P(8h)':>6}  {'BREACH AT':>9}  NOTE"
+             f"{'P(1h)':>6} {'P(8h)':>6}  {'BREACH AT':>9}  {'WARNING':<22} NOTE"
     lines.append(_paint(header, BOLD, color))
     quiet = 0
     for n, ((instance, signal), p) in enumerate(ranked):
@@ -93,10 +97,12 @@ def render(frame: Frame, width: int = 120, height: int = 40, color: bool = False
         elif p.warned:
             note = "(no scripted incident)"
         eta = p.eta_p50 if p.eta_p50 is not None else p.eta_p90
-        style = RED if eta is not None and eta <= 3600 else (YELLOW if predicted else "")
+        soon = (eta is not None and eta <= 3600) or p.warn_horizon in ("30m", "1h")
+        style = RED if soon else (YELLOW if predicted else "")
         at = clock(p.breach_at, False)
         row = f"{instance:<12} {signal:<11} {_num(now):>6} {_num(limit):>6} {duration(p.eta_p50):>8} " \
-              f"{duration(p.eta_p90):>8} {_prob(p, '1h'):>6} {_prob(p, '8h'):>6}  {at:>9}  {note}"
+              f"{duration(p.eta_p90):>8} {_prob(p, '1h'):>6} {_prob(p, '8h'):>6}  {at:>9}  " \
+              f"{_short(p.reasons[0]) if p.reasons else '':<22} {note}"
         lines.append(_paint(row[:width], style, color))
     if quiet:
         lines.append(_paint(f"... {quiet} more series with no breach predicted within 8h", DIM, color))
@@ -130,6 +136,10 @@ def render(frame: Frame, width: int = 120, height: int = 40, color: bool = False
             lines.append(f"Grafana     {frame.urls['grafana']}")
     lines.append(_paint("Ctrl-C stops everything the demo started.", DIM, color))
     return "\n".join(lines)
+
+
+def _short(reason: str) -> str:
+    return reason.replace(" path crosses in ", " path ").replace(" >= ", ">=")
 
 
 def _num(v: float | None) -> str:
