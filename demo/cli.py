@@ -243,6 +243,7 @@ def _watch(pipeline: Any, tracker: Any, settings: Any, out: TextIO, live: bool, 
                 predictions = tracker.observe(series)
                 (pipeline.work / "forecasts.json").write_text(json.dumps({"series": series, "breaches": breaches})
                                                               + "\n")
+                pipeline.touch()
                 frame = Frame(now=time.time(), cycle=cycles, interval=settings.interval, hosts=settings.hosts,
                               scenario=settings.scenario, model=status.get("model") or {}, predictions=predictions,
                               thresholds={(s["instance"], s["signal"]): s.get("threshold") for s in series},

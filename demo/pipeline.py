@@ -290,6 +290,10 @@ class Pipeline:
                 self._prom.close()
                 self._prom = None
 
+    def touch(self) -> None:
+        """Refresh ``state.json`` (the plot takes its ``updated`` as the end of the data if the demo dies)."""
+        self._write_state(running=True)
+
     def check_children(self) -> None:
         """Raise :class:`DemoError` when a component has died (with the end of its log)."""
         for name, child in self.children.items():

@@ -8,7 +8,8 @@ What is drawn, over the last ``hours`` and up to 8 h ahead:
   band of the 1 h horizon: where these lines leave the actual, the forecast was off;
 * the latest full forecast path (p50 with its p10-p90 band) from the forecaster's API, or from
   the ``forecasts.json`` the demo saved at its last cycle;
-* the signal's threshold and the ground-truth breach windows of the simulator's incidents.
+* the signal's threshold and the ground-truth breach windows of the simulator's incidents;
+* below, the breach probability per horizon over time, with the model's warning cut-offs.
 
 Data comes from a running Prometheus (``--prometheus.url``, or the demo's while it runs). After
 the demo has stopped, a temporary Prometheus is started on the demo's TSDB (``<work dir>/
@@ -163,13 +164,23 @@ def plot(instance: str, signal: str, out: Path | None, *, work_dir: Path = Path(
                     h = s.labels.get("horizon")
                     if h in HORIZON_LABELS:
                         bands.setdefault(h, {})[q] = s
+            probability = {s.labels.get("horizon", ""): s for s in client.query_range(
+                f"tft_breach_probability{{{labels}}}", start, end, step) if s.labels.get("horizon") in HORIZON_LABELS}
     except PrometheusError as exc:
         raise PlotError(f"Prometheus: {exc}") from exc
     latest = _latest_curve(instance, signal, forecaster_url, state, work_dir)
     incidents = [i for i in (_read_json(work_dir / "incidents.json").get("incidents") or [])
                  if i.get("instance") == instance and i.get("signal") == signal]
-    _draw(out, instance, signal, sig, actual[0], bands, latest, incidents, start, end, state)
+    _draw(out, instance, signal, sig, actual[0], bands, latest, incidents, start, end, state, probability,
+          _cutoffs(state))
     return out
+
+
+def _cutoffs(state: dict[str, Any]) -> dict[str, float]:
+    from demo.report import cutoffs_from_model_json
+
+    path = (state.get("model") or {}).get("path")
+    return cutoffs_from_model_json(_read_json(Path(path) / "model.json")) if path else {}
 
 
 def _dates(seconds: np.ndarray) -> np.ndarray:
@@ -178,7 +189,7 @@ def _dates(seconds: np.ndarray) -> np.ndarray:
 
 def _draw(out: Path, instance: str, signal: str, sig: Any, actual: Any, bands: dict[str, dict[str, Any]],
           latest: dict[str, Any] | None, incidents: list[dict[str, Any]], start: float, end: float,
-          state: dict[str, Any]) -> None:
+          state: dict[str, Any], probability: dict[str, Any], cutoffs: dict[str, float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,7 +198,7 @@ def _draw(out: Path, instance: str, signal: str, sig: Any, actual: Any, bands: d
 
     from forecaster.config import HORIZON_LABELS
 
-    fig, ax = plt.subplots(figsize=(12, 5.5))
+    fig, (ax, pax) = plt.subplots(2, 1, figsize=(12, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
     right = end + 8 * 3600
     for inc in incidents:
         b0, b1 = inc.get("breach_start"), inc.get("breach_end")
@@ -204,7 +215,7 @@ def _draw(out: Path, instance: str, signal: str, sig: Any, actual: Any, bands: d
         p50 = series.get("p50")
         if p50 is not None:
             ax.plot(_dates(p50.timestamps + seconds), p50.values, color=HORIZON_COLORS[h], lw=1, alpha=0.9,
-                    label=f"p50 forecast made {h} earlier")
+                    marker="o" if len(p50) < 30 else None, ms=2, label=f"p50 forecast made {h} earlier")
         if h == "1h" and "p10" in series and "p90" in series and len(series["p10"]) == len(series["p90"]):
             ax.fill_between(_dates(series["p10"].timestamps + seconds), series["p10"].values, series["p90"].values,
                             color=HORIZON_COLORS[h], alpha=0.12, label="p10-p90 band, 1h ahead")
@@ -228,7 +239,23 @@ def _draw(out: Path, instance: str, signal: str, sig: Any, actual: Any, bands: d
         ax.set_ylim(sig.min, sig.max * 1.02)
     ax.set_xlim(_dates(np.array([start]))[0], _dates(np.array([right]))[0])
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
-    ax.set_xlabel("time (UTC)")
+    for h in HORIZON_LABELS:
+        series = probability.get(h)
+        if series is None:
+            continue
+        pax.plot(_dates(series.timestamps), series.values, color=HORIZON_COLORS[h], lw=1.2,
+                 marker="o" if len(series) < 30 else None, ms=2, label=f"P(breach within {h})")
+        if h in cutoffs:
+            pax.axhline(cutoffs[h], color=HORIZON_COLORS[h], ls=":", lw=1)
+    pax.axvline(_dates(np.array([end]))[0], color="grey", lw=1)
+    pax.set_ylim(0, 1.02)
+    pax.set_ylabel("breach probability")
+    pax.grid(alpha=0.3)
+    if probability:
+        pax.legend(loc="upper left", fontsize=7, ncol=5, framealpha=0.85,
+                   title="dotted: the model's warning cut-off per horizon" if cutoffs else None, title_fontsize=7)
+    pax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    pax.set_xlabel("time (UTC)")
     ax.set_ylabel(f"{signal} ({sig.unit})")
     model = (state.get("model") or {}).get("version")
     ax.set_title(f"{instance} {signal}: forecast against what happened" + (f"  (model {model})" if model else ""))

@@ -93,13 +93,15 @@ def render(frame: Frame, width: int = 120, height: int = 40, color: bool = False
         outcome = scripted.get((instance, signal))
         if outcome is not None:
             inc = outcome.incident
-            note = f"{inc.kind}: breach {'began' if inc.breach_start <= frame.now else 'at'} {clock(inc.breach_start)}"
+            note = f"{inc.kind} {'since' if inc.breach_start <= frame.now else 'at'} {clock(inc.breach_start, False)}"
         elif p.warned:
             note = "(no scripted incident)"
         eta = p.eta_p50 if p.eta_p50 is not None else p.eta_p90
         soon = (eta is not None and eta <= 3600) or p.warn_horizon in ("30m", "1h")
         style = RED if soon else (YELLOW if predicted else "")
         at = clock(p.breach_at, False)
+        if p.breach_at is None and p.warn_horizon is not None:  # likely within the horizon: by then
+            at = "by " + clock(p.made_at + HORIZON_LABELS[p.warn_horizon], False)
         row = f"{instance:<12} {signal:<11} {_num(now):>6} {_num(limit):>6} {duration(p.eta_p50):>8} " \
               f"{duration(p.eta_p90):>8} {_prob(p, '1h'):>6} {_prob(p, '8h'):>6}  {at:>9}  " \
               f"{_short(p.reasons[0]) if p.reasons else '':<22} {note}"

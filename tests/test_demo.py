@@ -181,3 +181,27 @@ def test_tracker_judges_lead_times_honestly() -> None:
     text = "\n".join(summary_lines(tracker))
     assert "RESULT: FAIL - 1 of 2 judged incidents" in text and "first warning" in text
     assert verdicts["web-01"].first is not None and verdicts["web-01"].first.breach_path == "p90"
+
+
+def test_live_view_ranks_warned_series_first_and_names_the_incident() -> None:
+    from demo.view import Frame, cycle_line, render
+
+    t0 = 1_750_000_000.0
+    incident = Incident("batch-07", "filesystem", "disk_fill", True, t0 + 2400, t0 + 4000, t0 - 20000)
+    tracker = Tracker([incident], cutoffs={"30m": 0.15, "8h": 0.1})
+    quiet = _series("db-02", "cpu", t0)
+    warned = _series("batch-07", "filesystem", t0)
+    warned["breach_probability"]["30m"] = 0.2
+    predictions = tracker.observe([quiet, warned])
+    frame = Frame(now=t0 + 5, cycle=1, interval=60, hosts=10, scenario="degrading",
+                  model={"source": "model", "scope": "global", "version": "v1"}, predictions=predictions,
+                  thresholds={("batch-07", "filesystem"): 0.9, ("db-02", "cpu"): 0.9},
+                  current={("batch-07", "filesystem"): 0.87}, tracker=tracker,
+                  urls={"prometheus": "http://127.0.0.1:9090"})
+    lines = render(frame, width=160, height=40).splitlines()
+    rows = [line for line in lines if line.startswith(("batch-07", "db-02"))]
+    assert rows[0].startswith("batch-07") and "P(30m) 0.20>=0.15" in rows[0] and "disk_fill at" in rows[0]
+    assert "by " in rows[0] and "0.87" in rows[0]
+    assert any("first warning" in line and "40m ahead" in line for line in lines)
+    assert "\x1b[" not in "\n".join(lines), "no colour unless asked"
+    assert "1 warning(s): batch-07/filesystem" in cycle_line(frame)
