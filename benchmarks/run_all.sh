@@ -2,7 +2,7 @@
 # Runs every benchmark and prints every table, with the machine they ran on (docs/BENCHMARKS.md
 # holds the published results and the command behind each table).
 #
-#   ./benchmarks/run_all.sh                  about 45 minutes on 2 cores (25 of them the accuracy backtest)
+#   ./benchmarks/run_all.sh                  about an hour on 2 cores (25 minutes of it the accuracy backtest)
 #   QUICK=1 ./benchmarks/run_all.sh          smaller sizes, no accuracy backtest: about 10 minutes
 #   MODEL_DIR=DIR ./benchmarks/run_all.sh    evaluate this model instead of the shipped models/
 #   SKIP_ACCURACY=1 ./benchmarks/run_all.sh  leave out the accuracy backtest
@@ -33,7 +33,7 @@ run() {  # run TITLE COMMAND...: a heading, the command, its tables
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//')
 echo "# tft-monitor benchmarks, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo
-echo "machine: $(nproc) cores (${cpu:-unknown cpu}), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM;" \
+echo "machine: $(getconf _NPROCESSORS_ONLN) cores (${cpu:-unknown cpu}), $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo) RAM;" \
      "$(python3 --version); torch $(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null);" \
      "$(prometheus --version 2>&1 | head -1)"
 
