@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,11 +36,14 @@ def main() -> int:
            "--exporter.port", "0", "--forecaster.port", "0", "--no-view"]
     if args.model_dir:
         cmd += ["--model.dir", args.model_dir]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    if not summary.exists():
-        print(proc.stdout[-3000:] + proc.stderr[-3000:], file=sys.stderr)
-        return 1
-    doc = json.loads(summary.read_text())
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        if not summary.exists():
+            print(proc.stdout[-3000:] + proc.stderr[-3000:], file=sys.stderr)
+            return 1
+        doc = json.loads(summary.read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     s = doc["startup_seconds"]
     model = doc.get("model") or {}
     name = "fallback" if model.get("source") == "fallback" else f"{model.get('scope')} {model.get('version')}"

@@ -43,14 +43,16 @@ def child(threads: int, batches: int, batch_size: int, accelerator: str) -> dict
     signals = [s.name for s in DEFAULT_SIGNALS]
     panel = panel_from_frame(frame, signals, 300)
     spec = ModelSpec(signals=signals)
-    settings = TrainSettings(batch_size=batch_size, batches_per_epoch=batches, max_epochs=1,
-                             time_budget_seconds=3600, validation_windows=256, breach_windows=256,
-                             accelerator=accelerator, devices=1 if accelerator != "cpu" else "auto",
-                             work_dir=Path(tempfile.mkdtemp(prefix="tput-")))
-    t0 = time.perf_counter()
-    result = train_model(panel, spec, settings, validation_steps=288,
-                         thresholds_by_signal={s.name: s.threshold for s in DEFAULT_SIGNALS})
-    return {"seconds": time.perf_counter() - t0, "epochs": result.epochs, "samples": result.samples_seen}
+    with tempfile.TemporaryDirectory(prefix="tput-") as work:
+        settings = TrainSettings(batch_size=batch_size, batches_per_epoch=batches, max_epochs=1,
+                                 time_budget_seconds=3600, validation_windows=256, breach_windows=256,
+                                 accelerator=accelerator, devices=1 if accelerator != "cpu" else "auto",
+                                 work_dir=Path(work))
+        t0 = time.perf_counter()
+        result = train_model(panel, spec, settings, validation_steps=288,
+                             thresholds_by_signal={s.name: s.threshold for s in DEFAULT_SIGNALS})
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "epochs": result.epochs, "samples": result.samples_seen}
 
 
 def main() -> int:
