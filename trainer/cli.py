@@ -163,6 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
                   started: float) -> tuple[int, dict | None, str | None]:
+    import numpy as np
     import torch
 
     from forecaster.artifacts import ModelLoadError, load_model_dir
@@ -209,7 +210,7 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     all_scores: dict[str, dict[str, float]] = {}
     version = None
     for scope, part in jobs:
-        end = __import__("numpy").full(len(part.instances), part.n_times - holdout)
+        end = np.full(len(part.instances), part.n_times - holdout)
         try:
             result = train_model(part, spec, settings, holdout, thresholds, series_end=end)
         except ValueError as exc:
@@ -267,11 +268,13 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
 def _fingerprint(panel: Any) -> str:
     import hashlib
 
+    import numpy as np
+
     digest = hashlib.sha256()
     digest.update(",".join(panel.instances).encode())
     digest.update(",".join(panel.signals).encode())
     digest.update(panel.timestamps.tobytes())
-    digest.update(__import__("numpy").nan_to_num(panel.values, nan=-1e30).tobytes())
+    digest.update(np.nan_to_num(panel.values, nan=-1e30).tobytes())
     return digest.hexdigest()[:16]
 
 
