@@ -56,9 +56,13 @@ class WindowBatch:
     def __len__(self) -> int:
         return len(self.origins)
 
-    def take(self, index: np.ndarray) -> WindowBatch:
-        """The windows selected by a boolean mask or an index array."""
+    def take(self, index: np.ndarray | slice) -> WindowBatch:
+        """The windows selected by a boolean mask, an index array or a slice."""
         return WindowBatch(**{name: getattr(self, name)[index] for name in self.__dataclass_fields__})
+
+    @classmethod
+    def concat(cls, parts: list[WindowBatch]) -> WindowBatch:
+        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in cls.__dataclass_fields__})
 
     def scaled_target(self) -> np.ndarray:
         return ((self.target - self.center[:, None]) / self.scale[:, None]).astype(np.float32)

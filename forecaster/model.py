@@ -169,7 +169,7 @@ class ForecastModel:
         out = np.zeros((len(batch), self.spec.horizon_steps, len(self.spec.quantiles)), dtype=np.float64)
         with torch.inference_mode():
             for start in range(0, len(batch), chunk):
-                part = _slice(batch, slice(start, start + chunk))
+                part = batch.take(slice(start, start + chunk))
                 pred = self.network(to_network_input(part))["prediction"].float().numpy()
                 out[start:start + len(part)] = pred
         out = out * batch.scale[:, None, None] + batch.center[:, None, None]
@@ -196,6 +196,3 @@ class ForecastModel:
             probs[label] = p
         return Forecast(batch.series, batch.origins, q, probs, batch.last_value)
 
-
-def _slice(batch: WindowBatch, sl: slice) -> WindowBatch:
-    return WindowBatch(**{name: getattr(batch, name)[sl] for name in batch.__dataclass_fields__})

@@ -128,22 +128,13 @@ class WindowSampler:
             batch = build_windows(self.panel, self.split.series[s], o, self.rules, self.codes,
                                   self.thresholds[s], self.skipped)
             observed = np.isfinite(batch.target).mean(axis=1) >= 0.5
-            batch = _take(batch, np.flatnonzero(observed))
+            batch = batch.take(np.flatnonzero(observed))
             parts.append(batch)
             have += len(batch)
             if have >= n:
                 break
-        merged = _concat(parts)
-        return _take(merged, np.arange(min(n, len(merged))))
-
-
-def _take(batch: WindowBatch, idx: np.ndarray) -> WindowBatch:
-    return WindowBatch(**{name: getattr(batch, name)[idx] for name in batch.__dataclass_fields__})
-
-
-def _concat(parts: list[WindowBatch]) -> WindowBatch:
-    return WindowBatch(**{name: np.concatenate([getattr(p, name) for p in parts])
-                          for name in parts[0].__dataclass_fields__})
+        merged = WindowBatch.concat(parts)
+        return merged.take(slice(0, n))
 
 
 def validation_windows(panel: Panel, split: Split, rules: WindowRules, codes: dict[str, int],
@@ -297,7 +288,7 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
             for _ in range(settings.batches_per_epoch * settings.gradient_accumulation):
                 yield _to_torch_batch(sampler.sample(settings.batch_size))
 
-    val_batches = [_to_torch_batch(_take(val, np.arange(i, min(i + 256, len(val)))))
+    val_batches = [_to_torch_batch(val.take(slice(i, i + 256)))
                    for i in range(0, len(val), 256)]
     work = Path(settings.work_dir) if settings.work_dir else Path("runs") / "train"
     work.mkdir(parents=True, exist_ok=True)
@@ -378,7 +369,7 @@ def calibrate(model: ForecastModel, panel: Panel, split: Split, rules: WindowRul
     extra = breach_fit_windows(panel, split, rules, model.spec.signal_codes(), thresholds,
                                limit=settings.breach_windows, seed=settings.seed)
     if len(extra):
-        fit_set = _concat([val, extra])
+        fit_set = WindowBatch.concat([val, extra])
         fit_q = np.concatenate([calibrated, model.band.apply(model.raw_quantiles(extra))])
     else:
         fit_set, fit_q = val, calibrated
