@@ -107,8 +107,13 @@ def read_metadata(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def load_model_dir(directory: Path, verify_checksum: bool = True) -> ForecastModel:
-    """Rebuild a model from its directory, or raise :class:`ModelLoadError` naming the file."""
+def load_model_dir(directory: Path, verify_checksum: bool = True, refit_breach: bool = False) -> ForecastModel:
+    """Rebuild a model from its directory, or raise :class:`ModelLoadError` naming the file.
+
+    ``refit_breach`` skips the stored breach model (it gets a blank one) for a caller that is
+    about to refit it anyway, so a model whose breach weights predate the current feature set
+    can still be recalibrated.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
@@ -123,7 +128,7 @@ def load_model_dir(directory: Path, verify_checksum: bool = True) -> ForecastMod
                                band_data.get("coverage_before"), band_data.get("coverage_after"))
         if len(band.lower) != spec.horizon_steps or len(band.upper) != spec.horizon_steps:
             raise ValueError("calibration.band does not match horizon_steps")
-        breach = BreachModel.from_json(cal["breach"])
+        breach = BreachModel() if refit_breach else BreachModel.from_json(cal["breach"])
     except (KeyError, TypeError, ValueError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ModelLoadError(f"{meta_path}: {detail}") from exc

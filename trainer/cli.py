@@ -2,7 +2,8 @@
 
 Exit statuses (the same for every subcommand; documented in docs/TRAINING.md):
 
-    0  success: the candidate was promoted (train), or the forecasts file was written (backtest)
+    0  success: the candidate was promoted (train), the recalibrated model was promoted
+       (recalibrate), or the forecasts file was written (backtest)
     1  unexpected failure (a bug: the traceback is logged)
     2  bad command line or configuration
     3  kept the current model: the candidate is not better than it by the configured margin
@@ -61,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lock-file", type=Path, default=None)
     lightning_flags(t)
 
+    r = sub.add_parser("recalibrate", help="refit a trained model's band and breach model on recent history "
+                                           "(weights unchanged) and promote the result")
+    r.add_argument("--model", type=Path, default=None, help="model directory (default: the registry's latest)")
+    r.add_argument("--prometheus.url", dest="prometheus_url", default=None)
+    r.add_argument("--parquet", type=Path, default=None, help="read history from this file instead")
+    r.add_argument("--registry", type=Path, default=None, help="model registry directory")
+    r.add_argument("--days", type=float, default=None, help="days of history to pull")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--lock-file", type=Path, default=None)
+
     b = sub.add_parser("backtest", help="run the benchmark protocol on a dataset and write forecasts")
     b.add_argument("--data", type=Path, required=True, help="dataset (Parquet/CSV in the protocol format)")
     b.add_argument("--out", type=Path, required=True, help="forecasts file to write (.parquet or .csv)")
@@ -80,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "recalibrate":
+            return cmd_recalibrate(args)
         return cmd_backtest(args)
     except KeyboardInterrupt:
         log.error("interrupted")
@@ -170,35 +183,18 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     from forecaster.features import WindowRules
     from forecaster.registry import GLOBAL_SCOPE, host_scope
     from trainer import gate
-    from trainer.history import HistoryError, from_parquet, from_prometheus
     from trainer.training import train_model
 
     torch.set_num_threads(config.trainer.torch_threads)
-    try:
-        if config.trainer.parquet is not None:
-            panel = from_parquet(config.trainer.parquet, config)
-        else:
-            panel = from_prometheus(config, config.trainer.history_days)
-    except HistoryError as exc:
-        log.error("%s", exc)
+    panel = _read_history(config)
+    if panel is None:
         return EXIT_NO_DATA, None, None
 
     signals = [s.name for s in config.signals]
     thresholds = {s.name: s.threshold for s in config.signals}
     spec = _spec(config, signals)
-    step_days = 86400 // spec.step_seconds
-    holdout = int(config.trainer.validation_days * step_days)
-    usable = panel.n_times - spec.context_steps - spec.horizon_steps
-    if 4 * holdout > usable:
-        # Short history (a new fleet): shrink the validation and holdout slices so that half of
-        # the history still trains, rather than refusing to train at all.
-        holdout = max(usable // 4, 0)
-        log.warning("only %.1f days of history: validation and holdout slices shortened to %.1f days each",
-                    panel.n_times / step_days, holdout / step_days)
-    if holdout < 2 * spec.horizon_steps:
-        need = (spec.context_steps + 9 * spec.horizon_steps) / step_days
-        log.error("history has %.1f days; training needs at least %.1f days (context, horizon, validation "
-                  "and holdout slices)", panel.n_times / step_days, need)
+    holdout = _holdout_steps(panel, spec, config)
+    if holdout is None:
         return EXIT_NO_DATA, None, None
     settings = _settings(args, config, config.trainer.time_budget_minutes)
     rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
@@ -263,6 +259,98 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     if args.per_server and any(c == EXIT_OK for c in codes):
         code = EXIT_OK if all(c in (EXIT_OK, EXIT_NOT_BETTER, EXIT_BASELINE) for c in codes) else code
     return code, all_scores or None, version
+
+
+def _read_history(config: Any) -> Any:
+    """The configured history (Parquet or Prometheus), or None after logging why not."""
+    from trainer.history import HistoryError, from_parquet, from_prometheus
+
+    try:
+        if config.trainer.parquet is not None:
+            return from_parquet(config.trainer.parquet, config)
+        return from_prometheus(config, config.trainer.history_days)
+    except HistoryError as exc:
+        log.error("%s", exc)
+        return None
+
+
+def _holdout_steps(panel: Any, spec: Any, config: Any) -> int | None:
+    """Steps of the validation slice and of the holdout slice (each), or None if too short."""
+    step_days = 86400 // spec.step_seconds
+    holdout = int(config.trainer.validation_days * step_days)
+    usable = panel.n_times - spec.context_steps - spec.horizon_steps
+    if 4 * holdout > usable:
+        # Short history (a new fleet): shrink the validation and holdout slices so that half of
+        # the history still trains, rather than refusing to train at all.
+        holdout = max(usable // 4, 0)
+        log.warning("only %.1f days of history: validation and holdout slices shortened to %.1f days each",
+                    panel.n_times / step_days, holdout / step_days)
+    if holdout < 2 * spec.horizon_steps:
+        need = (spec.context_steps + 9 * spec.horizon_steps) / step_days
+        log.error("history has %.1f days; training needs at least %.1f days (context, horizon, validation "
+                  "and holdout slices)", panel.n_times / step_days, need)
+        return None
+    return holdout
+
+
+def cmd_recalibrate(args: argparse.Namespace) -> int:
+    """Refit band and breach model of an existing model; the network's weights are not touched."""
+    import numpy as np
+    import torch
+
+    from forecaster.artifacts import ModelLoadError, load_model_dir
+    from forecaster.registry import GLOBAL_SCOPE, Registry
+    from trainer.cron import LockHeld, run_lock
+    from trainer.training import TrainSettings, recalibrate
+
+    config = _load_config(args, {"prometheus.url": args.prometheus_url,
+                                 "trainer.registry_dir": str(args.registry) if args.registry else None,
+                                 "trainer.parquet": str(args.parquet) if args.parquet else None,
+                                 "trainer.history_days": args.days})
+    if config is None:
+        return EXIT_USAGE
+    registry = Registry(config.trainer.registry_dir)
+    path = args.model or registry.latest_path(GLOBAL_SCOPE)
+    if path is None:
+        print(f"tft-trainer: no model in {registry.root} and no --model given", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        model = load_model_dir(Path(path), refit_breach=True)
+    except ModelLoadError as exc:
+        print(f"tft-trainer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    signals = [s.name for s in config.signals]
+    if model.spec.signals != signals:
+        print(f"tft-trainer: {path} was trained on signals {model.spec.signals}, the configuration has "
+              f"{signals}", file=sys.stderr)
+        return EXIT_USAGE
+    torch.set_num_threads(config.trainer.torch_threads)
+    lock = args.lock_file or config.trainer.lock_file or registry.root / ".train.lock"
+    try:
+        with run_lock(Path(lock)):
+            panel = _read_history(config)
+            if panel is None:
+                return EXIT_NO_DATA
+            holdout = _holdout_steps(panel, model.spec, config)
+            if holdout is None:
+                return EXIT_NO_DATA
+            settings = TrainSettings(seed=args.seed if args.seed is not None else config.trainer.seed)
+            end = np.full(len(panel.instances), panel.n_times - holdout)
+            report = recalibrate(model, panel, holdout, settings,
+                                 {s.name: s.threshold for s in config.signals}, series_end=end)
+            for stale in ("path", "saved_at", "package_version", "weights_sha256"):
+                model.metadata.pop(stale, None)
+            model.metadata.update({"recalibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                   "recalibrated_from": str(path), "validation": report})
+            version = registry.add(model, GLOBAL_SCOPE)
+            registry.promote(version, GLOBAL_SCOPE)
+    except LockHeld as exc:
+        log.error("%s", exc)
+        return EXIT_LOCKED
+    cuts = ", ".join(f"{k} {v:.3f}" for k, v in model.breach.cutoffs.items())
+    log.info("recalibrated %s as %s (band coverage %.3f; warning cut-offs %s); promoted", path, version,
+             model.band.coverage_after or float("nan"), cuts)
+    return EXIT_OK
 
 
 def _fingerprint(panel: Any) -> str:

@@ -358,6 +358,24 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     return TrainResult(model, keep.epochs, samples, seconds, keep.best, why, validation)
 
 
+def recalibrate(model: ForecastModel, panel: Panel, validation_steps: int, settings: TrainSettings,
+                thresholds_by_signal: dict[str, float] | None = None,
+                series_end: np.ndarray | None = None) -> dict[str, Any]:
+    """Refit a trained network's band and breach model on this history; the weights stay.
+
+    Cheap (inference only), so a calibration change or a drifted fleet does not need a retrain.
+    The slices are cut exactly as :func:`train_model` cuts them.
+    """
+    spec = model.spec
+    rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
+    codes = spec.signal_codes()
+    split = make_split(panel, validation_steps, end=series_end)
+    thresholds = series_thresholds(panel, split.series, thresholds_by_signal)
+    val = validation_windows(panel, split, rules, codes, thresholds, limit=settings.validation_windows,
+                             seed=settings.seed)
+    return calibrate(model, panel, split, rules, thresholds, val, settings)
+
+
 def calibrate(model: ForecastModel, panel: Panel, split: Split, rules: WindowRules, thresholds: np.ndarray,
               val: WindowBatch, settings: TrainSettings) -> dict[str, Any]:
     """Fit the band on the validation slice and the breach model; returns the validation report."""

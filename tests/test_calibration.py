@@ -1,0 +1,127 @@
+"""Breach probability: history features, the warning cut-off rule, and refitting an old model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from forecaster.artifacts import ModelLoadError, load_model_dir, save_model_dir
+from forecaster.calibration import (
+    BREACH_FEATURES,
+    BreachModel,
+    best_f1_cutoff,
+    breach_features,
+    breach_history,
+    fit_breach_model,
+    warning_cutoff,
+)
+from forecaster.features import WindowRules, build_windows
+from forecaster.panel import Panel
+from tests.modelkit import synthetic_panel, train_tiny
+from tests.test_trainer import _config, _parquet
+from trainer.cli import main
+
+E, H = 48, 24
+
+
+def _panel(values: np.ndarray) -> Panel:
+    T = values.shape[-1]
+    ts = 1_750_000_000 - 300 * np.arange(T - 1, -1, -1, dtype=np.int64)
+    return Panel([f"h{i}" for i in range(len(values))], ["cpu"], ts, values[:, None, :].astype(np.float32), 300)
+
+
+def _windows(panel: Panel, origins: list[int], threshold: float = 0.9):
+    rules = WindowRules(E, H, min_history=12, max_stale_steps=10**6, min_observed_fraction=0.0)
+    series = np.array([(i, 0) for i in range(len(panel.instances))] * len(origins))
+    orig = np.repeat(origins, len(panel.instances))
+    return build_windows(panel, series, orig, rules, {"cpu": 0}, np.full(len(orig), threshold))
+
+
+def test_breach_history_counts_runs_and_time_since() -> None:
+    T = 100
+    quiet = np.full(T, 0.5)
+    spiky = quiet.copy()
+    spiky[[20, 21, 30, 31, 32, 40, 60, 61]] = 0.95  # runs at 20, 30, 60; step 40 is a one-step blip
+    batch = _windows(_panel(np.stack([quiet, spiky])), [70])
+    hist = breach_history(batch)
+    # Context covers steps 23..70: the runs at 30 and 60 (the one at 20 is outside, 40 is too short).
+    assert hist[0].tolist() == [0.0, 0.0, pytest.approx(np.log1p(24.0 * 10)), 0.0]
+    assert hist[1, 0] == pytest.approx(np.log1p(2))
+    assert hist[1, 1] == pytest.approx(np.log1p(1))  # only the run at 60 lies in the last third (55..70)
+    assert hist[1, 2] == pytest.approx(np.log1p(24.0 * 9 / E))  # last step above: 61, nine steps ago
+    assert hist[1, 3] == pytest.approx(6 / E)  # 30, 31, 32, 40, 60, 61 above
+
+
+def test_recurring_breaches_raise_the_probability() -> None:
+    """Series that breached in their recent past breach again: the fit must learn it."""
+    rng = np.random.default_rng(3)
+    T, n = 2000, 12
+    values = 0.5 + 0.03 * rng.standard_normal((n, T))
+    for i in range(n // 2):  # half the fleet has a two-step spike every ~3 hours
+        for start in range(int(rng.integers(0, 36)), T - 2, 36):
+            values[i, start:start + 2] = 0.97
+    panel = _panel(values)
+    batch = _windows(panel, list(range(E, T - H, 6)))
+    q = np.repeat(batch.last_value[:, None, None], H, axis=1) + np.array([-0.05, 0.0, 0.05])
+    model = fit_breach_model(q, batch)
+    p = model.probability("2h", breach_features(q, batch, 24))
+    recurring = batch.series[:, 0] < n // 2
+    armed = batch.last_value <= 0.9
+    assert p[recurring & armed].mean() > 0.5 > p[~recurring & armed].mean()
+    assert 0 < model.cutoffs["2h"] <= model.fit_stats["2h"]["best_f1"] / 2 + 1e-9
+    assert len(model.weights["2h"]) == len(BREACH_FEATURES) + 1
+
+
+def test_warning_cutoff_is_the_lower_estimate_of_the_f1_optimum() -> None:
+    rng = np.random.default_rng(0)
+    prob = rng.beta(0.5, 4.0, 20_000)
+    label = rng.random(20_000) < prob  # calibrated by construction
+    cut, f1 = warning_cutoff(prob, label)
+    argmax, best = best_f1_cutoff(prob, label)
+    assert f1 == pytest.approx(best)
+    assert cut == pytest.approx(min(argmax, f1 / 2))
+    assert abs(argmax - f1 / 2) < 0.05  # on calibrated probabilities the two estimates agree
+    # The theory behind the rule: on calibrated probabilities the F1 at f1/2 is near the best.
+    warn = prob >= cut
+    tp = (warn & label).sum()
+    assert 2 * tp / (warn.sum() + label.sum()) > f1 - 0.02
+    assert warning_cutoff(prob, np.zeros_like(label)) == (0.5, 0.0)
+
+
+def test_old_breach_weights_are_refused_then_recalibrated(tmp_path: Path) -> None:
+    model = train_tiny(synthetic_panel(), tmp_path / "work")
+    registry = tmp_path / "registry"
+    path = save_model_dir(model, registry / "global" / "versions" / "old")
+    meta_path = path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    for label in meta["calibration"]["breach"]["weights"]:
+        meta["calibration"]["breach"]["weights"][label] = [-3.0, 1.5, 0.5, 0.0, 0.5, 0.0]  # 5-feature era
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="recalibrate"):
+        load_model_dir(path)
+    with pytest.raises(ValueError, match="expected 10"):
+        BreachModel.from_json(meta["calibration"]["breach"])
+
+    config = _config(tmp_path)
+    code = main(["--config.file", str(config), "recalibrate", "--model", str(path),
+                 "--parquet", str(_parquet(tmp_path))])
+    assert code == 0
+    latest = (registry / "global" / "latest").read_text().strip()
+    assert latest != "old"
+    fresh = load_model_dir(registry / "global" / "versions" / latest)
+    assert set(fresh.breach.weights) == {"30m", "1h", "2h", "4h", "8h"}
+    assert fresh.metadata["recalibrated_from"] == str(path)
+    # The network is the same one: only the calibration was refitted.
+    before, after = model.network.state_dict(), fresh.network.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_recalibrate_without_a_model_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["--config.file", str(_config(tmp_path)), "recalibrate", "--parquet", str(_parquet(tmp_path))])
+    assert code == 2
+    assert "no model" in capsys.readouterr().err
