@@ -125,3 +125,28 @@ def test_recalibrate_without_a_model_is_a_usage_error(tmp_path: Path, capsys: py
     code = main(["--config.file", str(_config(tmp_path)), "recalibrate", "--parquet", str(_parquet(tmp_path))])
     assert code == 2
     assert "no model" in capsys.readouterr().err
+
+
+def test_recalibrating_a_host_model_keeps_its_scope(tmp_path: Path) -> None:
+    from forecaster.registry import Registry, host_scope
+
+    panel = synthetic_panel(hosts=2, days=5)
+    model = train_tiny(panel.select_instances(["host-0"]), tmp_path / "work")
+    model.metadata["training"] = {"instances": ["host-0"]}
+    registry = Registry(tmp_path / "registry")
+    scope = host_scope("host-0")
+    old = registry.add(model, scope)
+    registry.promote(old, scope)
+    config = _config(tmp_path)
+    code = main(["--config.file", str(config), "recalibrate", "--model", str(registry.latest_path(scope)),
+                 "--parquet", str(_parquet(tmp_path))])
+    assert code == 0
+    assert registry.latest_version(scope) != old
+    assert registry.latest_version() is None  # nothing was written to the global scope
+    assert load_model_dir(registry.latest_path(scope)).metadata["scope"] == scope
+
+    model.metadata["training"] = {"instances": ["host-9"]}
+    stray = registry.add(model, host_scope("host-9"))
+    code = main(["--config.file", str(config), "recalibrate", "--parquet", str(_parquet(tmp_path)),
+                 "--model", str(registry.root / host_scope("host-9") / "versions" / stray)])
+    assert code == 6

@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recalibrate", help="refit a trained model's band and breach model on recent history "
                                            "(weights unchanged) and promote the result")
-    r.add_argument("--model", type=Path, default=None, help="model directory (default: the registry's latest)")
+    r.add_argument("--model", type=Path, default=None,
+                   help="model directory (default: the registry's latest global model); a host's own model "
+                        "is recalibrated on that host's history and stays in its scope")
     r.add_argument("--prometheus.url", dest="prometheus_url", default=None)
     r.add_argument("--parquet", type=Path, default=None, help="read history from this file instead")
     r.add_argument("--registry", type=Path, default=None, help="model registry directory")
@@ -331,6 +333,14 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
             panel = _read_history(config)
             if panel is None:
                 return EXIT_NO_DATA
+            scope = str(model.metadata.get("scope", GLOBAL_SCOPE))
+            if scope != GLOBAL_SCOPE:
+                # A host's own model is recalibrated on that host's history only, as it was trained.
+                hosts = list(model.metadata.get("training", {}).get("instances", []))
+                if not hosts or not set(hosts) <= set(panel.instances):
+                    log.error("%s is the model of %s, which the history does not hold", path, hosts or scope)
+                    return EXIT_NO_DATA
+                panel = panel.select_instances(hosts)
             holdout = _holdout_steps(panel, model.spec, config)
             if holdout is None:
                 return EXIT_NO_DATA
@@ -342,8 +352,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
                 model.metadata.pop(stale, None)
             model.metadata.update({"recalibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "recalibrated_from": str(path), "validation": report})
-            version = registry.add(model, GLOBAL_SCOPE)
-            registry.promote(version, GLOBAL_SCOPE)
+            version = registry.add(model, scope)
+            registry.promote(version, scope)
     except LockHeld as exc:
         log.error("%s", exc)
         return EXIT_LOCKED
