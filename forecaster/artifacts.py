@@ -29,6 +29,8 @@ ALLOWED_NETWORK = {
     "output_transformer": "pytorch_forecasting.data.encoders.TorchNormalizer(identity)",
 }
 REQUIRED_FIELDS = ("format", "network", "spec", "calibration", "weights_sha256")
+# Written by every save; "path" is where a loaded model came from, not part of the model.
+_SAVE_FIELDS = (*REQUIRED_FIELDS, "package_version", "saved_at", "path")
 
 
 class ModelLoadError(Exception):
@@ -62,7 +64,10 @@ def save_model_dir(model: ForecastModel, directory: Path) -> Path:
     try:
         weights = tmp / WEIGHTS_FILE
         save_model(model.network, str(weights))
+        # What this save measures (checksum, time, version) wins over what the metadata carried
+        # from an earlier save or load, so a re-saved model never describes its old copy.
         meta = {
+            **{k: v for k, v in model.metadata.items() if k not in _SAVE_FIELDS},
             "format": "tft-monitor-model",
             "network": dict(ALLOWED_NETWORK),
             "spec": model.spec.to_json(),
@@ -75,7 +80,6 @@ def save_model_dir(model: ForecastModel, directory: Path) -> Path:
             "weights_sha256": _sha256(weights),
             "package_version": package_version(),
             "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            **{k: v for k, v in model.metadata.items() if k not in REQUIRED_FIELDS},
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
         if directory.exists():

@@ -82,9 +82,8 @@ def test_bad_arguments_are_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_backfill_loads_into_prometheus_and_matches_parquet(tmp_path: Path, prometheus_factory) -> None:
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool is not installed")
+def test_backfill_loads_into_prometheus_and_matches_parquet(tmp_path: Path, prometheus_factory,
+                                                            promtool: str) -> None:
     anchor = math.floor((time.time() - 3 * 3600) / 300) * 300
     fleet = Fleet(3, seed=11, scenario="degrading", anchor=anchor)
     parquet = tmp_path / "signals.parquet"

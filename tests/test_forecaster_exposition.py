@@ -8,7 +8,6 @@ Regenerate the golden file after an intended change with::
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -108,9 +107,8 @@ def test_golden_metrics_page() -> None:
     assert text == GOLDEN.read_text(), "golden /metrics changed; rerun with UPDATE_GOLDEN=1 if intended"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
-def test_promtool_finds_nothing_to_lint() -> None:
-    proc = subprocess.run(["promtool", "check", "metrics"], input=GOLDEN.read_text(), capture_output=True,
+def test_promtool_finds_nothing_to_lint(promtool: str) -> None:
+    proc = subprocess.run([promtool, "check", "metrics"], input=GOLDEN.read_text(), capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), proc.stdout + proc.stderr
 

@@ -6,12 +6,10 @@ rule, and that the signal rules record exactly the forecaster's signal queries.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from forecaster.config import DEFAULT_SIGNALS, HORIZON_LABELS
@@ -19,16 +17,6 @@ from tests.monitoring_exprs import ROOT, metric_names, prometheus_rules, rule_fi
 
 PROM = ROOT / "prometheus"
 UNIT_TESTS = sorted((PROM / "tests").glob("*.test.yml"))
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is not installed but CI is set: .ci/run must install prometheus")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
-    return path
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

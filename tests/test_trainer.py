@@ -170,7 +170,8 @@ def test_backtest_writes_a_file_score_py_accepts(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_train_from_a_real_prometheus_filled_by_the_backfill(tmp_path: Path, prometheus_factory) -> None:
+def test_train_from_a_real_prometheus_filled_by_the_backfill(tmp_path: Path, prometheus_factory,
+                                                             promtool: str) -> None:
     import math
     import shutil
     import time
@@ -178,8 +179,6 @@ def test_train_from_a_real_prometheus_filled_by_the_backfill(tmp_path: Path, pro
     from exporter.backfill import backfill
     from exporter.simulation import Fleet
 
-    if shutil.which("promtool") is None:
-        pytest.fail("promtool is needed to backfill Prometheus")
     anchor = math.floor(time.time() / 300) * 300
     fleet = Fleet(2, seed=3, scenario="degrading", anchor=anchor)
     result = backfill(fleet, days=4, out_dir=tmp_path / "bf", jobs=1)

@@ -134,6 +134,18 @@ def _spec(config: Any, signals: list[str], hidden: int | None = None) -> Any:
                      dropout=m.dropout, min_history_steps=m.min_history_steps)
 
 
+def _history_config(args: argparse.Namespace) -> Any:
+    """The configuration with the history flags (`train`, `recalibrate`) applied, or None."""
+    return _load_config(args, {"prometheus.url": args.prometheus_url,
+                               "trainer.registry_dir": str(args.registry) if args.registry else None,
+                               "trainer.parquet": str(args.parquet) if args.parquet else None,
+                               "trainer.history_days": args.days})
+
+
+def _lock_path(args: argparse.Namespace, config: Any, registry: Any) -> Path:
+    return Path(args.lock_file or config.trainer.lock_file or registry.root / ".train.lock")
+
+
 def _load_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
     from forecaster.config import ConfigError, load_config
 
@@ -148,21 +160,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from forecaster.registry import Registry
     from trainer.cron import LockHeld, run_lock, write_run_metrics
 
-    config = _load_config(args, {"prometheus.url": args.prometheus_url,
-                                 "trainer.registry_dir": str(args.registry) if args.registry else None,
-                                 "trainer.parquet": str(args.parquet) if args.parquet else None,
-                                 "trainer.history_days": args.days})
+    config = _history_config(args)
     if config is None:
         return EXIT_USAGE
     if args.init_from is not None and not (args.init_from / "model.safetensors").is_file():
         print(f"tft-trainer: --init-from {args.init_from}: no model.safetensors there", file=sys.stderr)
         return EXIT_USAGE
     registry = Registry(config.trainer.registry_dir)
-    lock = args.lock_file or config.trainer.lock_file or registry.root / ".train.lock"
     metrics = args.metrics_file or config.trainer.metrics_file or registry.root / "trainer_metrics.prom"
     started = time.monotonic()
     try:
-        with run_lock(Path(lock)):
+        with run_lock(_lock_path(args, config, registry)):
             code, scores, version = _train_locked(args, config, registry, started)
     except LockHeld as exc:
         log.error("%s", exc)
@@ -305,10 +313,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     from trainer.cron import LockHeld, run_lock
     from trainer.training import TrainSettings, recalibrate
 
-    config = _load_config(args, {"prometheus.url": args.prometheus_url,
-                                 "trainer.registry_dir": str(args.registry) if args.registry else None,
-                                 "trainer.parquet": str(args.parquet) if args.parquet else None,
-                                 "trainer.history_days": args.days})
+    config = _history_config(args)
     if config is None:
         return EXIT_USAGE
     registry = Registry(config.trainer.registry_dir)
@@ -327,9 +332,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
               f"{signals}", file=sys.stderr)
         return EXIT_USAGE
     torch.set_num_threads(config.trainer.torch_threads)
-    lock = args.lock_file or config.trainer.lock_file or registry.root / ".train.lock"
     try:
-        with run_lock(Path(lock)):
+        with run_lock(_lock_path(args, config, registry)):
             panel = _read_history(config)
             if panel is None:
                 return EXIT_NO_DATA
@@ -348,8 +352,6 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
             end = np.full(len(panel.instances), panel.n_times - holdout)
             report = recalibrate(model, panel, holdout, settings,
                                  {s.name: s.threshold for s in config.signals}, series_end=end)
-            for stale in ("path", "saved_at", "package_version", "weights_sha256"):
-                model.metadata.pop(stale, None)
             model.metadata.update({"recalibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "recalibrated_from": str(path), "validation": report})
             version = registry.add(model, scope)

@@ -158,6 +158,27 @@ def validation_windows(panel: Panel, split: Split, rules: WindowRules, codes: di
     return build_windows(panel, series_a, origins_a, rules, codes, thr_a)
 
 
+@dataclass
+class Slices:
+    """How one training run cuts a panel; :func:`train_model` and :func:`recalibrate` share it."""
+
+    rules: WindowRules
+    split: Split
+    thresholds: np.ndarray  # [S] per series of the split, units
+    val: WindowBatch  # hourly windows of the validation slice
+
+
+def cut_slices(panel: Panel, spec: ModelSpec, settings: TrainSettings, validation_steps: int,
+               thresholds_by_signal: dict[str, float] | None = None,
+               series_end: np.ndarray | None = None) -> Slices:
+    rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
+    split = make_split(panel, validation_steps, end=series_end)
+    thresholds = series_thresholds(panel, split.series, thresholds_by_signal)
+    val = validation_windows(panel, split, rules, spec.signal_codes(), thresholds,
+                             limit=settings.validation_windows, seed=settings.seed)
+    return Slices(rules, split, thresholds, val)
+
+
 def breach_fit_windows(panel: Panel, split: Split, rules: WindowRules, codes: dict[str, int],
                        thresholds: np.ndarray, limit: int, seed: int, every: int = 12) -> WindowBatch:
     """Hourly origins whose horizon ends inside the training part (capped at ``limit``)."""
@@ -267,15 +288,12 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
         for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
             logging.getLogger(name).setLevel(logging.WARNING)
     pl.seed_everything(settings.seed, workers=True, verbose=False)
-    rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
-    codes = spec.signal_codes()
-    split = make_split(panel, validation_steps, end=series_end)
-    thresholds = series_thresholds(panel, split.series, thresholds_by_signal)
-    sampler = WindowSampler(panel, split, rules, codes, thresholds, settings.seed)
-    val = validation_windows(panel, split, rules, codes, thresholds, limit=settings.validation_windows,
-                             seed=settings.seed)
+    slices = cut_slices(panel, spec, settings, validation_steps, thresholds_by_signal, series_end)
+    val = slices.val
+    sampler = WindowSampler(panel, slices.split, slices.rules, spec.signal_codes(), slices.thresholds,
+                            settings.seed)
     log.info("training on %d series; %d candidate windows; %d validation windows",
-             len(split.series), int(sampler.count.sum()), len(val))
+             len(slices.split.series), int(sampler.count.sum()), len(val))
 
     network = build_network(spec)
     if settings.initial_weights is not None:
@@ -349,7 +367,7 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     network.cpu()
 
     model = ForecastModel(spec, network)
-    validation = calibrate(model, panel, split, rules, thresholds, val, settings)
+    validation = calibrate(model, panel, slices, settings)
     seconds = time.monotonic() - started
     samples = keep.epochs * settings.batches_per_epoch * settings.gradient_accumulation * settings.batch_size
     log.info("trained %d epochs (%s), %d samples in %.0fs; validation coverage %.3f -> %.3f",
@@ -366,25 +384,19 @@ def recalibrate(model: ForecastModel, panel: Panel, validation_steps: int, setti
     Cheap (inference only), so a calibration change or a drifted fleet does not need a retrain.
     The slices are cut exactly as :func:`train_model` cuts them.
     """
-    spec = model.spec
-    rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
-    codes = spec.signal_codes()
-    split = make_split(panel, validation_steps, end=series_end)
-    thresholds = series_thresholds(panel, split.series, thresholds_by_signal)
-    val = validation_windows(panel, split, rules, codes, thresholds, limit=settings.validation_windows,
-                             seed=settings.seed)
-    return calibrate(model, panel, split, rules, thresholds, val, settings)
+    slices = cut_slices(panel, model.spec, settings, validation_steps, thresholds_by_signal, series_end)
+    return calibrate(model, panel, slices, settings)
 
 
-def calibrate(model: ForecastModel, panel: Panel, split: Split, rules: WindowRules, thresholds: np.ndarray,
-              val: WindowBatch, settings: TrainSettings) -> dict[str, Any]:
+def calibrate(model: ForecastModel, panel: Panel, slices: Slices, settings: TrainSettings) -> dict[str, Any]:
     """Fit the band on the validation slice and the breach model; returns the validation report."""
+    val = slices.val
     raw = model.raw_quantiles(val)
     model.band = fit_band(raw, val.target.astype(np.float64))
     calibrated = model.band.apply(raw)
     # Breaches are rare (a threshold is a level seldom passed), so the validation slice alone
     # holds few of them: the breach model also learns from hourly windows of the training part.
-    extra = breach_fit_windows(panel, split, rules, model.spec.signal_codes(), thresholds,
+    extra = breach_fit_windows(panel, slices.split, slices.rules, model.spec.signal_codes(), slices.thresholds,
                                limit=settings.breach_windows, seed=settings.seed)
     if len(extra):
         fit_set = WindowBatch.concat([val, extra])
