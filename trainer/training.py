@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -310,7 +312,12 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
                    for i in range(0, len(val), 256)]
     work = Path(settings.work_dir) if settings.work_dir else Path("runs") / "train"
     work.mkdir(parents=True, exist_ok=True)
-    best_path = work / "best.safetensors"
+    # One file per run: two runs sharing a work directory (two backtests, a backtest beside a
+    # training) once loaded each other's checkpoint, and a stale one from an earlier run could
+    # be loaded by a run that never reached a finite validation loss.
+    fd, name = tempfile.mkstemp(prefix="best-", suffix=".safetensors", dir=work)
+    os.close(fd)
+    best_path = Path(name)
 
     class KeepBest(Callback):
         """Checkpoint the best weights as safetensors (no pickle) and log each epoch."""
@@ -318,6 +325,7 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
         def __init__(self) -> None:
             self.best = math.inf
             self.epochs = 0
+            self.saved = False
 
         def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             if trainer.sanity_checking:
@@ -327,6 +335,7 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
             if loss < self.best:
                 self.best = loss
                 save_model(network, str(best_path))
+                self.saved = True
             log.info("epoch %d: val_loss %.4f (best %.4f), %.0fs elapsed", self.epochs, loss, self.best,
                      time.monotonic() - started)
 
@@ -361,8 +370,9 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
         why = "time_budget"
     else:
         why = "max_epochs"
-    if best_path.exists():
+    if keep.saved:
         load_model(network, str(best_path))
+    best_path.unlink(missing_ok=True)
     network.eval()
     network.cpu()
 
