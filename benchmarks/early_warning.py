@@ -176,7 +176,7 @@ def main() -> int:
 
     from exporter import Fleet
     from forecaster.config import DEFAULT_SIGNALS, HORIZON_LABELS
-    from forecaster.features import WindowRules, build_windows, first_crossing
+    from forecaster.features import build_windows, first_crossing
     from forecaster.panel import Panel
     from forecaster.store import default_registry_dir
 
@@ -193,7 +193,7 @@ def main() -> int:
     fleet = Fleet(args.hosts, seed=args.seed, scenario=args.scenario, anchor=ANCHOR)
     e1 = float(ANCHOR + 2 * 3600)  # includes the scenario's scripted incidents around the anchor
     e0 = e1 - args.days * 86400
-    first = e0 - spec.context_steps * STEP - 3600  # model context and predict_linear's hour before e0
+    first = e0 - spec.lookback_steps * STEP - 3600  # model context and predict_linear's hour before e0
     t60 = np.arange(first, e1 + 1, GRID)
     sig = list(spec.signals)
     values = np.stack([np.stack(list(fleet.model(h).signals(t60, sig).values())) for h in fleet.names])
@@ -207,7 +207,7 @@ def main() -> int:
     origin_idx = np.searchsorted(panel.timestamps, cycles)
     series = np.array([(i, j) for i in range(len(fleet.names)) for j in range(len(sig))], dtype=np.int64)
     thr = np.array([thresholds[sig[j]] for _, j in series])
-    rules_w = WindowRules(spec.context_steps, spec.horizon_steps, min(72, spec.context_steps))
+    rules_w = spec.window_rules(min(72, spec.context_steps))
     S, K = len(series), len(cycles)
     probs = {label: np.full((S, K), np.nan) for label in HORIZON_LABELS}
     eta50 = np.full((S, K), np.inf)

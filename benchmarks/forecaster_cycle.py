@@ -2,6 +2,7 @@
 
     python3 benchmarks/forecaster_cycle.py                 # 100, 1,000 and 5,000 hosts x 4 signals
     python3 benchmarks/forecaster_cycle.py --hosts 1000    # one size
+    python3 benchmarks/forecaster_cycle.py --hosts 1000 --seasonal-days 7   # a model reading 8 days per series
 
 Each size runs in a fresh subprocess, so peak RSS (``resource.getrusage``) is that size's own.
 Prometheus is ``tests/fakeprom.py`` serving pre-rendered ``query_range`` JSON over real HTTP
@@ -48,30 +49,34 @@ def _matrix_body(hosts: int, start: float, end: float, step: int, signal: int) -
     return ('{"status":"success","data":{"resultType":"matrix","result":[' + ",".join(parts) + "]}}").encode()
 
 
-def _registry(tmp: Path, model_dir: Path | None) -> Path:
+def _registry(tmp: Path, model_dir: Path | None, seasonal_days: int) -> Path:
     if model_dir is not None:
         return model_dir
     from forecaster.model import ForecastModel, ModelSpec, build_network
     from forecaster.registry import Registry
 
-    spec = ModelSpec(signals=list(SIGNALS))
+    spec = ModelSpec(signals=list(SIGNALS), seasonal_days=seasonal_days)
     registry = Registry(tmp / "registry")
     version = registry.add(ForecastModel(spec, build_network(spec), metadata={"trained_at": "2025-01-01T00:00:00Z"}))
     registry.promote(version)
     return registry.root
 
 
-def run_one(hosts: int, model_dir: Path | None) -> dict[str, float]:
+def run_one(hosts: int, model_dir: Path | None, seasonal_days: int) -> dict[str, float]:
     import requests
 
     from forecaster.config import DEFAULT_SIGNALS, parse_config
+    from forecaster.cycle import query_window
     from forecaster.service import start
+    from forecaster.store import ModelStore
     from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 
     tmp = Path(tempfile.mkdtemp(prefix="fcbench-"))
-    root = _registry(tmp, model_dir)
+    root = _registry(tmp, model_dir, seasonal_days)
     config = parse_config({"forecaster": {"registry_dir": str(root), "interval_seconds": 300}})
-    step, context = config.model.step_seconds, config.model.context_steps
+    store = ModelStore(root, step_seconds=config.model.step_seconds, signals=list(SIGNALS))
+    store.refresh()
+    step, context = query_window(store.current(), config)  # the history the loaded model reads
     end = NOW // step * step
     start_t = end - (context - 1) * step
     bodies = {s.query: _matrix_body(hosts, start_t, end, step, j) for j, s in enumerate(DEFAULT_SIGNALS)}
@@ -107,14 +112,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hosts", type=int, nargs="*", default=[100, 1000, 5000])
     p.add_argument("--model.dir", dest="model_dir", type=Path, default=None)
+    p.add_argument("--seasonal-days", type=int, default=0,
+                   help="random-weights model only: days of same-time inputs (more history per query)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.hosts[0], args.model_dir)))
+        print(json.dumps(run_one(args.hosts[0], args.model_dir, args.seasonal_days)))
         return 0
     rows = []
     for n in args.hosts:
-        cmd = [sys.executable, __file__, "--child", "--hosts", str(n)]
+        cmd = [sys.executable, __file__, "--child", "--hosts", str(n), "--seasonal-days", str(args.seasonal_days)]
         if args.model_dir:
             cmd += ["--model.dir", str(args.model_dir)]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

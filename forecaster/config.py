@@ -178,6 +178,7 @@ class ModelSection(_Section):
     hidden_continuous_size: int = Field(default=16, ge=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     min_history_steps: int = Field(default=72, ge=2)
+    seasonal_days: int = Field(default=0, ge=0, le=28)
 
     @model_validator(mode="after")
     def _history(self) -> ModelSection:

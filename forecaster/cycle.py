@@ -76,8 +76,8 @@ class CycleResult:
 
 
 def query_window(models: ModelSet, config: Config) -> tuple[int, int]:
-    """(step, context steps) to query: the longest context any loaded model needs."""
-    contexts = [m.model.spec.context_steps for m in models.loaded()]
+    """(step, steps) to query: the longest history any loaded model reads."""
+    contexts = [m.model.spec.lookback_steps for m in models.loaded()]
     if models.in_fallback or not contexts:
         contexts.append(config.model.context_steps)
     return config.model.step_seconds, max(contexts)
@@ -265,7 +265,7 @@ class _Forecaster:
         spec = lm.model.spec
         mpanel, to_model = _series_panel(self.panel, list(spec.signals))
         min_history = min(self.config.model.min_history_steps, spec.context_steps)
-        rules = WindowRules(spec.context_steps, spec.horizon_steps, min_history)
+        rules = spec.window_rules(min_history)
         kind = KIND_HOST if scope.startswith("hosts/") else KIND_GLOBAL
         back = np.full(len(spec.signals), -1, dtype=np.int64)  # model signal index -> panel signal index
         for j, k in enumerate(to_model):

@@ -19,6 +19,7 @@ from forecaster.panel import Panel
 DAY = 86400.0
 WEEK = 7 * DAY
 KNOWN_REALS: tuple[str, ...] = ("tod_sin", "tod_cos", "dow_sin", "dow_cos", "rel_time")
+SEASONAL_REALS: tuple[str, ...] = ("season_mean", "season_max", "season_days")
 STATIC_REALS: tuple[str, ...] = ("threshold_z",)
 Z_CLIP = 50.0
 
@@ -31,8 +32,14 @@ def unknown_reals(signals: list[str]) -> list[str]:
     return names
 
 
-def x_reals(signals: list[str]) -> list[str]:
-    return [*STATIC_REALS, *unknown_reals(signals), *KNOWN_REALS]
+def known_reals(seasonal_days: int = 0) -> list[str]:
+    """Inputs known for every step, past and future: calendar, and with ``seasonal_days`` the
+    same time of day on the previous days (their mean and max, and how many days were there)."""
+    return [*KNOWN_REALS, *(SEASONAL_REALS if seasonal_days > 0 else ())]
+
+
+def x_reals(signals: list[str], seasonal_days: int = 0) -> list[str]:
+    return [*STATIC_REALS, *unknown_reals(signals), *known_reals(seasonal_days)]
 
 
 @dataclass
@@ -93,6 +100,7 @@ class WindowRules:
     min_history: int
     max_stale_steps: int = 3
     min_observed_fraction: float = 0.5
+    seasonal_days: int = 0
 
 
 def build_windows(
@@ -160,7 +168,7 @@ def build_windows(
     last_value = target_filled[np.arange(B), np.maximum(lengths - 1, 0)] if B else np.zeros(0)
 
     unknown = unknown_reals(panel.signals)
-    names = x_reals(panel.signals)
+    names = x_reals(panel.signals, rules.seasonal_days)
     F = len(names)
     enc = np.zeros((B, E, F), dtype=np.float32)
     dec = np.zeros((B, H, F), dtype=np.float32)
@@ -198,6 +206,8 @@ def build_windows(
     dec[:, :, cal_cols] = _calendar(dec_times)
     enc[:, :, col["rel_time"]] = (k - (lengths[:, None] - 1)) / H
     dec[:, :, col["rel_time"]] = np.arange(1, H + 1)[None, :] / H
+    if rules.seasonal_days > 0:
+        _seasonal(panel, inst, sig, origins, lengths, E, H, rules.seasonal_days, center, scale, enc, dec, col)
     enc[pad] = 0.0
 
     dec_idx = origins[:, None] + np.arange(1, H + 1)[None, :]
@@ -208,6 +218,41 @@ def build_windows(
     codes = np.array([signal_codes.get(panel.signals[j], 0) for j in sig], dtype=np.int64)
     return WindowBatch(series, origins, enc, dec, codes, lengths.astype(np.int64), center, scale,
                        last_value, thr, target, enc_max, _ffill(raw))
+
+
+def _seasonal(panel: Panel, inst: np.ndarray, sig: np.ndarray, origins: np.ndarray, lengths: np.ndarray,
+              E: int, H: int, days: int, center: np.ndarray, scale: np.ndarray, enc: np.ndarray,
+              dec: np.ndarray, col: dict[str, int]) -> None:
+    """Same time of day on each of the previous ``days`` days, for every encoder and decoder step.
+
+    Only values at or before the origin are used (a lag that would land after it is missing).
+    """
+    day = max(1, round(DAY / panel.step_seconds))
+    T = panel.n_times
+    k = np.arange(E)[None, :]
+    steps = np.concatenate([origins[:, None] - (lengths[:, None] - 1) + k,
+                            origins[:, None] + np.arange(1, H + 1)[None, :]], axis=1)
+    total = np.zeros(steps.shape)
+    count = np.zeros(steps.shape)
+    peak = np.full(steps.shape, -np.inf)
+    for d in range(1, days + 1):
+        idx = steps - d * day
+        ok = (idx >= 0) & (idx <= origins[:, None])
+        v = panel.values[inst[:, None], sig[:, None], np.clip(idx, 0, T - 1)].astype(np.float64)
+        ok &= np.isfinite(v)
+        v = np.where(ok, v, 0.0)
+        total += v
+        count += ok
+        peak = np.where(ok, np.maximum(peak, v), peak)
+    have = count > 0
+    mean = np.where(have, total / np.maximum(count, 1), center[:, None])
+    peak = np.where(have, peak, center[:, None])
+    zm = np.clip((mean - center[:, None]) / scale[:, None], -Z_CLIP, Z_CLIP)
+    zx = np.clip((peak - center[:, None]) / scale[:, None], -Z_CLIP, Z_CLIP)
+    frac = count / days
+    for name, values in (("season_mean", zm), ("season_max", zx), ("season_days", frac)):
+        enc[:, :, col[name]] = values[:, :E]
+        dec[:, :, col[name]] = values[:, E:]
 
 
 def breach_within(future: np.ndarray, threshold: np.ndarray, horizon: int, run: int = 2) -> np.ndarray:

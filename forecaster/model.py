@@ -22,7 +22,7 @@ from forecaster.calibration import (
     BreachModel,
     breach_features,
 )
-from forecaster.features import KNOWN_REALS, STATIC_REALS, WindowBatch, unknown_reals, x_reals
+from forecaster.features import STATIC_REALS, WindowBatch, WindowRules, known_reals, unknown_reals, x_reals
 
 if TYPE_CHECKING:
     import torch
@@ -46,8 +46,20 @@ class ModelSpec:
     hidden_continuous_size: int = 16
     dropout: float = 0.1
     min_history_steps: int = 72
+    seasonal_days: int = 0
     quantiles: list[float] = field(default_factory=lambda: list(QUANTILES))
     format_version: int = FORMAT_VERSION
+
+    @property
+    def lookback_steps(self) -> int:
+        """Steps of history one window reads: the context, and the days its same-time inputs reach back."""
+        return self.context_steps + self.seasonal_days * max(1, round(86400 / self.step_seconds))
+
+    def window_rules(self, min_history: int | None = None, **relaxed: Any) -> WindowRules:
+        """How windows are cut for this model; ``relaxed`` overrides the staleness/gap rules."""
+        return WindowRules(self.context_steps, self.horizon_steps,
+                           self.min_history_steps if min_history is None else min_history,
+                           seasonal_days=self.seasonal_days, **relaxed)
 
     def signal_codes(self) -> dict[str, int]:
         """Embedding index per signal; 0 is kept for signals the model never saw."""
@@ -68,6 +80,8 @@ class ModelSpec:
         if spec.format_version != FORMAT_VERSION:
             raise ValueError(f"format_version {spec.format_version} is not supported "
                              f"(this version reads {FORMAT_VERSION})")
+        if not 0 <= spec.seasonal_days <= 28:
+            raise ValueError(f"seasonal_days must be between 0 and 28, not {spec.seasonal_days}")
         if list(spec.quantiles) != list(QUANTILES):
             raise ValueError(f"quantiles must be {list(QUANTILES)}")
         return spec
@@ -101,9 +115,9 @@ def _tft(TemporalFusionTransformer: Any, QuantileLoss: Any, TorchNormalizer: Any
         static_reals=list(STATIC_REALS),
         time_varying_categoricals_encoder=[],
         time_varying_categoricals_decoder=[],
-        time_varying_reals_encoder=[*unknown, *KNOWN_REALS],
-        time_varying_reals_decoder=list(KNOWN_REALS),
-        x_reals=x_reals(spec.signals),
+        time_varying_reals_encoder=[*unknown, *known_reals(spec.seasonal_days)],
+        time_varying_reals_decoder=known_reals(spec.seasonal_days),
+        x_reals=x_reals(spec.signals, spec.seasonal_days),
         x_categoricals=["signal"],
         embedding_sizes={"signal": (n_codes, min(8, spec.hidden_size))},
         hidden_continuous_size=min(spec.hidden_continuous_size, spec.hidden_size),

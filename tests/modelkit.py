@@ -35,10 +35,10 @@ def synthetic_panel(hosts: int = 3, days: float = 4, step: int = 300, seed: int 
     return Panel([f"host-{i}" for i in range(hosts)], list(signals), ts, vals, step)
 
 
-def train_tiny(panel: Panel, work: Path, seconds: float = 60, epochs: int = 2) -> ForecastModel:
+def train_tiny(panel: Panel, work: Path, seconds: float = 60, epochs: int = 2, **spec_overrides: int) -> ForecastModel:
     from trainer.training import TrainSettings, train_model
 
-    spec = ModelSpec(signals=list(panel.signals), step_seconds=panel.step_seconds, **TINY)
+    spec = ModelSpec(signals=list(panel.signals), step_seconds=panel.step_seconds, **{**TINY, **spec_overrides})
     settings = TrainSettings(batch_size=8, batches_per_epoch=3, max_epochs=epochs, time_budget_seconds=seconds,
                              work_dir=work, validation_windows=64)
     thresholds = {s: THRESHOLDS.get(s, 0.9) for s in panel.signals}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from forecaster.fastpath import FastTFT, supports
-from forecaster.features import WindowRules, build_windows
+from forecaster.features import build_windows
 from forecaster.model import ModelSpec, build_network, to_network_input
 from tests.modelkit import synthetic_panel
 
@@ -30,7 +30,7 @@ def _batch(spec: ModelSpec, hosts: int = 3, short_from: int | None = None) -> di
         panel.values[short_from:, :, : panel.n_times - spec.context_steps // 2] = np.nan
     n = hosts * len(SIGNALS)
     series = np.array([(i, j) for i in range(hosts) for j in range(len(SIGNALS))])
-    rules = WindowRules(spec.context_steps, spec.horizon_steps, min_history=4)
+    rules = spec.window_rules(min_history=4)
     batch = build_windows(panel, series, np.full(n, panel.n_times - 1), rules, spec.signal_codes(),
                           np.full(n, 0.9))
     assert len(batch) == n
@@ -42,8 +42,9 @@ SMALL = {"context_steps": 48, "horizon_steps": 24, "hidden_size": 8, "attention_
 
 
 @pytest.mark.parametrize("short_from", [None, 1, 0], ids=["full", "mixed-lengths", "all-short"])
-def test_fast_forward_equals_library(short_from: int | None) -> None:
-    spec, net = _network(**SMALL)
+@pytest.mark.parametrize("seasonal_days", [0, 1], ids=["calendar", "same-time-yesterday"])
+def test_fast_forward_equals_library(short_from: int | None, seasonal_days: int) -> None:
+    spec, net = _network(**SMALL, seasonal_days=seasonal_days)
     fast = FastTFT(net).eval()
     assert fast.fast
     x = _batch(spec, short_from=short_from)

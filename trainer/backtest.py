@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecaster.features import WindowRules, build_windows
+from forecaster.features import build_windows
 from forecaster.model import ModelSpec
 from forecaster.panel import Panel, PanelError
 from trainer.training import TrainSettings, train_model
@@ -110,8 +110,7 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
             owners.append((i, int(o)))
     # Serving rules relaxed for the benchmark: every origin must be forecast, so stale ends
     # (imputed runs) are forward-filled rather than skipped.
-    rules = WindowRules(spec.context_steps, spec.horizon_steps, min_history=1, max_stale_steps=10**6,
-                        min_observed_fraction=0.0)
+    rules = spec.window_rules(min_history=1, max_stale_steps=10**6, min_observed_fraction=0.0)
     batch = build_windows(data.panel, np.array(series), np.array(origins), rules, spec.signal_codes(),
                           data.thresholds[np.array(series)[:, 0]])
     if len(batch) != len(origins):

@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, required=True, help="forecasts file to write (.parquet or .csv)")
     b.add_argument("--report", type=Path, default=None, help="also write the run report as JSON")
     b.add_argument("--score", type=Path, default=None, help="score.py to run (default: found beside --data)")
-    b.add_argument("--hidden-size", type=int, default=None)
+    b.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
+    b.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
     b.add_argument("--save-model", type=Path, default=None, help="also save the fitted model to this directory")
     lightning_flags(b)
     return p
@@ -124,14 +125,15 @@ def _settings(args: argparse.Namespace, config: Any, budget_default_min: float) 
     )
 
 
-def _spec(config: Any, signals: list[str], hidden: int | None = None) -> Any:
+def _spec(config: Any, signals: list[str]) -> Any:
     from forecaster.model import ModelSpec
 
     m = config.model
     return ModelSpec(signals=signals, context_steps=m.context_steps, horizon_steps=m.horizon_steps,
-                     step_seconds=m.step_seconds, hidden_size=hidden or m.hidden_size,
+                     step_seconds=m.step_seconds, hidden_size=m.hidden_size,
                      attention_heads=m.attention_heads, hidden_continuous_size=m.hidden_continuous_size,
-                     dropout=m.dropout, min_history_steps=m.min_history_steps)
+                     dropout=m.dropout, min_history_steps=m.min_history_steps,
+                     seasonal_days=m.seasonal_days)
 
 
 def _history_config(args: argparse.Namespace) -> Any:
@@ -190,7 +192,6 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     import torch
 
     from forecaster.artifacts import ModelLoadError, load_model_dir
-    from forecaster.features import WindowRules
     from forecaster.registry import GLOBAL_SCOPE, host_scope
     from trainer import gate
     from trainer.training import train_model
@@ -207,7 +208,7 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     if holdout is None:
         return EXIT_NO_DATA, None, None
     settings = _settings(args, config, config.trainer.time_budget_minutes)
-    rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
+    rules = spec.window_rules()
 
     jobs = [(GLOBAL_SCOPE, panel)]
     if args.per_server:
@@ -384,7 +385,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from forecaster.panel import PanelError
     from trainer.backtest import find_scorer, load_benchmark, origins_for, run_backtest, score, write_forecasts
 
-    config = _load_config(args, {})
+    config = _load_config(args, {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days})
     if config is None:
         return EXIT_USAGE
     if not args.data.is_file():
@@ -412,7 +413,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     settings.batches_per_epoch = args.batches_per_epoch or 50
     settings.max_epochs = args.max_epochs or 200
     settings.early_stopping_patience = max(settings.early_stopping_patience, 6)
-    spec = _spec(config, ["value"], args.hidden_size)
+    spec = _spec(config, ["value"])
     log.info("backtest on %s: %d series, %d origins; parameters fitted once on the training parts, "
              "initial weights: %s", args.data, len(data.series_ids), n_origins,
              args.init_from or "none (trained from scratch)")

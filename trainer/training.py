@@ -173,7 +173,7 @@ class Slices:
 def cut_slices(panel: Panel, spec: ModelSpec, settings: TrainSettings, validation_steps: int,
                thresholds_by_signal: dict[str, float] | None = None,
                series_end: np.ndarray | None = None) -> Slices:
-    rules = WindowRules(spec.context_steps, spec.horizon_steps, spec.min_history_steps)
+    rules = spec.window_rules()
     split = make_split(panel, validation_steps, end=series_end)
     thresholds = series_thresholds(panel, split.series, thresholds_by_signal)
     val = validation_windows(panel, split, rules, spec.signal_codes(), thresholds,
