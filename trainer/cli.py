@@ -240,16 +240,17 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
             current_path = registry.latest_path(scope)
             if current_path is not None:
                 current = load_model_dir(current_path)
-                if current.spec.signals == spec.signals and current.spec.horizon_steps == spec.horizon_steps:
+                same = (current.spec.signals, current.spec.horizon_steps, current.spec.context_steps)
+                if same == (spec.signals, spec.horizon_steps, spec.context_steps):
                     models["current"] = current
                 else:
-                    log.warning("%s: current model %s has other signals or horizon; not compared", scope,
+                    log.warning("%s: current model %s has other signals, horizon or context; not compared", scope,
                                 current_path)
         except ModelLoadError as exc:
             log.warning("%s: current model unusable (%s); judging the candidate against baselines only",
                         scope, exc)
         batch, owner = gate.holdout_windows(part, holdout, rules, spec.signal_codes(), thresholds)
-        scores = gate.evaluate(part, batch, owner, models, spec.horizon_steps)
+        scores = gate.evaluate(part, batch, owner, models, spec.horizon_steps, rules)
         decision = gate.decide(scores, config.trainer.promotion_margin)
         candidate.metadata["holdout_scores"] = {k: v.as_dict() for k, v in scores.items()}
         version = registry.add(candidate, scope)

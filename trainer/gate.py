@@ -9,7 +9,7 @@ model by the configured margin.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -99,7 +99,13 @@ def holdout_windows(panel: Panel, holdout_steps: int, rules: WindowRules, codes:
 
 
 def evaluate(panel: Panel, batch: WindowBatch, owner: np.ndarray, models: dict[str, ForecastModel],
-             horizon: int) -> dict[str, Scores]:
+             horizon: int, rules: WindowRules | None = None) -> dict[str, Scores]:
+    """Scores of the baselines and of each model on the same holdout windows.
+
+    ``rules`` are the ones ``batch`` was cut with; a model that reads other same-time-of-day
+    inputs (``seasonal_days``) gets the same windows cut its own way, so a current model and a
+    candidate that differ in that setting are still compared on equal terms.
+    """
     end = np.full(len(batch), panel.n_times)
     scale = series_scale(panel, batch.series, np.minimum(batch.origins + 1, end))
     y = batch.target.astype(np.float64)
@@ -108,8 +114,18 @@ def evaluate(panel: Panel, batch: WindowBatch, owner: np.ndarray, models: dict[s
         "linear": score(linear_trend(batch, horizon), y, scale, owner),
     }
     for name, model in models.items():
-        results[name] = score(model.predict(batch).quantiles, y, scale, owner)
+        results[name] = score(model.predict(_windows_for(model, panel, batch, rules)).quantiles, y, scale, owner)
     return results
+
+
+def _windows_for(model: ForecastModel, panel: Panel, batch: WindowBatch, rules: WindowRules | None) -> WindowBatch:
+    if rules is None or model.spec.seasonal_days == rules.seasonal_days:
+        return batch
+    own = build_windows(panel, batch.series, batch.origins, replace(rules, seasonal_days=model.spec.seasonal_days),
+                        model.spec.signal_codes(), batch.threshold)
+    if len(own) != len(batch):  # the usability rules do not depend on seasonal_days; guard anyway
+        raise ValueError("holdout windows differ between the candidate and the current model")
+    return own
 
 
 def decide(scores: dict[str, Scores], margin: float) -> GateDecision:
