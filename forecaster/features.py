@@ -32,6 +32,10 @@ def unknown_reals(signals: list[str]) -> list[str]:
     return names
 
 
+def steps_per_day(step_seconds: int) -> int:
+    return max(1, round(DAY / step_seconds))
+
+
 def known_reals(seasonal_days: int = 0) -> list[str]:
     """Inputs known for every step, past and future: calendar, and with ``seasonal_days`` the
     same time of day on the previous days (their mean and max, and how many days were there)."""
@@ -207,7 +211,13 @@ def build_windows(
     enc[:, :, col["rel_time"]] = (k - (lengths[:, None] - 1)) / H
     dec[:, :, col["rel_time"]] = np.arange(1, H + 1)[None, :] / H
     if rules.seasonal_days > 0:
-        _seasonal(panel, inst, sig, origins, lengths, E, H, rules.seasonal_days, center, scale, enc, dec, col)
+        steps = np.concatenate([origins[:, None] - (lengths[:, None] - 1) + k,
+                                origins[:, None] + np.arange(1, H + 1)[None, :]], axis=1)
+        mean, peak, share = _same_time_earlier(panel, inst, sig, origins, steps, rules.seasonal_days)
+        for name, values in (("season_mean", np.nan_to_num(z(mean, center, scale))),
+                             ("season_max", np.nan_to_num(z(peak, center, scale))), ("season_days", share)):
+            enc[:, :, col[name]] = values[:, :E]
+            dec[:, :, col[name]] = values[:, E:]
     enc[pad] = 0.0
 
     dec_idx = origins[:, None] + np.arange(1, H + 1)[None, :]
@@ -220,39 +230,26 @@ def build_windows(
                        last_value, thr, target, enc_max, _ffill(raw))
 
 
-def _seasonal(panel: Panel, inst: np.ndarray, sig: np.ndarray, origins: np.ndarray, lengths: np.ndarray,
-              E: int, H: int, days: int, center: np.ndarray, scale: np.ndarray, enc: np.ndarray,
-              dec: np.ndarray, col: dict[str, int]) -> None:
-    """Same time of day on each of the previous ``days`` days, for every encoder and decoder step.
-
-    Only values at or before the origin are used (a lag that would land after it is missing).
+def _same_time_earlier(panel: Panel, inst: np.ndarray, sig: np.ndarray, origins: np.ndarray,
+                       steps: np.ndarray, days: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and maximum (units, NaN where no day had data) of the value at ``steps - d`` days for
+    d = 1..``days``, and the share of those days with data. Only values at or before the origin
+    are used: a lag that would land after it counts as missing.
     """
-    day = max(1, round(DAY / panel.step_seconds))
-    T = panel.n_times
-    k = np.arange(E)[None, :]
-    steps = np.concatenate([origins[:, None] - (lengths[:, None] - 1) + k,
-                            origins[:, None] + np.arange(1, H + 1)[None, :]], axis=1)
+    day = steps_per_day(panel.step_seconds)
     total = np.zeros(steps.shape)
     count = np.zeros(steps.shape)
     peak = np.full(steps.shape, -np.inf)
     for d in range(1, days + 1):
         idx = steps - d * day
-        ok = (idx >= 0) & (idx <= origins[:, None])
-        v = panel.values[inst[:, None], sig[:, None], np.clip(idx, 0, T - 1)].astype(np.float64)
-        ok &= np.isfinite(v)
-        v = np.where(ok, v, 0.0)
-        total += v
+        v = panel.values[inst[:, None], sig[:, None], np.clip(idx, 0, panel.n_times - 1)].astype(np.float64)
+        ok = (idx >= 0) & (idx <= origins[:, None]) & np.isfinite(v)
+        total += np.where(ok, v, 0.0)
         count += ok
         peak = np.where(ok, np.maximum(peak, v), peak)
     have = count > 0
-    mean = np.where(have, total / np.maximum(count, 1), center[:, None])
-    peak = np.where(have, peak, center[:, None])
-    zm = np.clip((mean - center[:, None]) / scale[:, None], -Z_CLIP, Z_CLIP)
-    zx = np.clip((peak - center[:, None]) / scale[:, None], -Z_CLIP, Z_CLIP)
-    frac = count / days
-    for name, values in (("season_mean", zm), ("season_max", zx), ("season_days", frac)):
-        enc[:, :, col[name]] = values[:, :E]
-        dec[:, :, col[name]] = values[:, E:]
+    mean = np.where(have, total / np.maximum(count, 1), np.nan)
+    return mean, np.where(have, peak, np.nan), count / days
 
 
 def breach_within(future: np.ndarray, threshold: np.ndarray, horizon: int, run: int = 2) -> np.ndarray:

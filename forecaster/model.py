@@ -22,7 +22,15 @@ from forecaster.calibration import (
     BreachModel,
     breach_features,
 )
-from forecaster.features import STATIC_REALS, WindowBatch, WindowRules, known_reals, unknown_reals, x_reals
+from forecaster.features import (
+    STATIC_REALS,
+    WindowBatch,
+    WindowRules,
+    known_reals,
+    steps_per_day,
+    unknown_reals,
+    x_reals,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +61,7 @@ class ModelSpec:
     @property
     def lookback_steps(self) -> int:
         """Steps of history one window reads: the context, and the days its same-time inputs reach back."""
-        return self.context_steps + self.seasonal_days * max(1, round(86400 / self.step_seconds))
+        return self.context_steps + self.seasonal_days * steps_per_day(self.step_seconds)
 
     def window_rules(self, min_history: int | None = None, **relaxed: Any) -> WindowRules:
         """How windows are cut for this model; ``relaxed`` overrides the staleness/gap rules."""
