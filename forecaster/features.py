@@ -135,6 +135,7 @@ def build_windows(
     enc_ok = enc_idx >= 0
     raw = panel.values[inst[:, None], sig[:, None], np.clip(enc_idx, 0, T - 1)].astype(np.float64)
     raw[~enc_ok] = np.nan
+    _carry_last_seen(panel, inst, sig, enc_idx[:, 0], raw)
     observed = np.isfinite(raw)
     has_any = observed.any(axis=1)
     first = np.where(has_any, observed.argmax(axis=1), E)
@@ -228,6 +229,21 @@ def build_windows(
     codes = np.array([signal_codes.get(panel.signals[j], 0) for j in sig], dtype=np.int64)
     return WindowBatch(series, origins, enc, dec, codes, lengths.astype(np.int64), center, scale,
                        last_value, thr, target, enc_max, _ffill(raw))
+
+
+def _carry_last_seen(panel: Panel, inst: np.ndarray, sig: np.ndarray, start: np.ndarray, raw: np.ndarray) -> None:
+    """Give a window with no observation in its context the last value seen before it.
+
+    The value goes in as one observation at the window's first step, so the window reads as a
+    flat line that went stale long ago: serving rules skip it as stale (not as too short), and
+    the benchmark, which must forecast every origin, starts from the last real value, as the
+    protocol's baselines do after a run of imputed points.
+    """
+    for b in np.flatnonzero(~np.isfinite(raw).any(axis=1)):
+        before = panel.values[inst[b], sig[b], :max(int(start[b]), 0)]
+        seen = np.flatnonzero(np.isfinite(before))
+        if len(seen):
+            raw[b, 0] = before[seen[-1]]
 
 
 def _same_time_earlier(panel: Panel, inst: np.ndarray, sig: np.ndarray, origins: np.ndarray,

@@ -148,6 +148,22 @@ def test_windows_count_what_they_skip() -> None:
     assert skipped == Counter({"short_history": 1, "stale": 1, "gappy": 0})
 
 
+def test_a_context_without_observations_starts_from_the_last_value_seen_before_it() -> None:
+    panel = synthetic_panel(hosts=1, days=2)
+    panel.values[0, 0, -60:] = np.nan  # nothing in the last 60 steps, more than the 48-step context
+    last_seen = float(panel.values[0, 0, -61])
+    origin = np.array([panel.n_times - 1])
+    skipped: Counter[str] = Counter()
+    assert len(build_windows(panel, np.array([(0, 0)]), origin, WindowRules(48, 96, 24), {"cpu": 1},
+                             None, skipped)) == 0
+    assert skipped["stale"] == 1 and skipped["short_history"] == 0  # serving: it went stale, not "too short"
+    relaxed = WindowRules(48, 96, 1, max_stale_steps=10**6, min_observed_fraction=0.0)
+    batch = build_windows(panel, np.array([(0, 0)]), origin, relaxed, {"cpu": 1})
+    assert len(batch) == 1 and batch.last_value[0] == pytest.approx(last_seen)
+    assert np.allclose(batch.encoder_values[0], last_seen)
+    assert np.isfinite(batch.encoder_cont).all()
+
+
 def test_gaps_are_filled_and_masked() -> None:
     panel = synthetic_panel(hosts=1, days=1)
     panel.values[0, 0, -30:-20] = np.nan

@@ -149,7 +149,9 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "trainer.batch_size" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _protocol_dataset(tmp_path: Path, series: int = 2, days: float = 6) -> Path:
+def _protocol_dataset(tmp_path: Path, series: int = 2, days: float = 6,
+                      imputed: dict[int, slice] | None = None) -> Path:
+    """``imputed`` marks extra imputed runs: series index -> steps."""
     rng = np.random.default_rng(3)
     rows = []
     n = int(days * 288)
@@ -157,8 +159,9 @@ def _protocol_dataset(tmp_path: Path, series: int = 2, days: float = 6) -> Path:
         ts = pd.date_range("2014-03-01", periods=n, freq="5min") + pd.Timedelta(minutes=s)
         value = 50 + 30 * np.sin(2 * np.pi * np.arange(n) / 288 + s) + 5 * rng.standard_normal(n)
         value[n // 2: n // 2 + 5] = 99
-        rows.append(pd.DataFrame({"series_id": f"s{s}", "timestamp": ts, "value": value,
-                                  "imputed": np.arange(n) % 500 == 7}))
+        flags = np.arange(n) % 500 == 7
+        flags[(imputed or {}).get(s, slice(0))] = True
+        rows.append(pd.DataFrame({"series_id": f"s{s}", "timestamp": ts, "value": value, "imputed": flags}))
     path = tmp_path / "bench.parquet"
     pd.concat(rows).to_parquet(path)
     return path
@@ -166,7 +169,10 @@ def _protocol_dataset(tmp_path: Path, series: int = 2, days: float = 6) -> Path:
 
 def test_backtest_writes_a_file_score_py_accepts(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    data = _protocol_dataset(tmp_path)
+    n_train = int(0.7 * 6 * 288)
+    # s1's last 100 training steps are imputed: its first origin has no real value in its
+    # 48-step context and starts from the last one before it, as the protocol's baselines do.
+    data = _protocol_dataset(tmp_path, imputed={1: slice(n_train - 100, n_train)})
     out = tmp_path / "fc.parquet"
     code = main(["--config.file", str(config), "backtest", "--data", str(data), "--out", str(out),
                  "--time-budget", "2", "--max-epochs", "1", "--batches-per-epoch", "2", "--no-progress"])
@@ -183,6 +189,25 @@ def test_backtest_writes_a_file_score_py_accepts(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "missing=0" in proc.stdout
+
+
+def test_backtest_refuses_origins_with_nothing_before_them_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainer.backtest
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained although the run could not forecast every origin")
+
+    monkeypatch.setattr(trainer.backtest, "train_model", no_training)
+    config = _config(tmp_path)
+    data = _protocol_dataset(tmp_path, imputed={0: slice(0, int(0.8 * 6 * 288))})
+    out = tmp_path / "fc.parquet"
+    code = main(["--config.file", str(config), "backtest", "--data", str(data), "--out", str(out),
+                 "--time-budget", "2", "--max-epochs", "1", "--batches-per-epoch", "2", "--no-progress"])
+    assert code == 6
+    err = capsys.readouterr().err
+    assert "cannot be forecast (series: s0)" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 @pytest.mark.integration

@@ -98,10 +98,6 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
                  validation_steps: int = 576) -> tuple[pd.DataFrame, dict]:
     """Train on the training parts, forecast every origin; returns (forecasts, report)."""
     started = time.monotonic()
-    series_end = data.offsets + data.n_train  # grid index one past each training part
-    result = train_model(data.panel, spec, settings, validation_steps, series_end=series_end)
-    model = result.model
-
     series, origins, owners = [], [], []
     for i, _sid in enumerate(data.series_ids):
         for o in origins_for(int(data.lengths[i]), int(data.n_train[i])):
@@ -113,8 +109,14 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
     rules = spec.window_rules(min_history=1, max_stale_steps=10**6, min_observed_fraction=0.0)
     batch = build_windows(data.panel, np.array(series), np.array(origins), rules, spec.signal_codes(),
                           data.thresholds[np.array(series)[:, 0]])
-    if len(batch) != len(origins):
-        raise RuntimeError(f"{len(origins) - len(batch)} benchmark origins could not be forecast")
+    if len(batch) != len(origins):  # checked before training: minutes of it would be wasted
+        kept = set(zip(batch.series[:, 0].tolist(), batch.origins.tolist(), strict=True))
+        missing = sorted({data.series_ids[i] for (i, _), o in zip(series, origins, strict=True) if (i, o) not in kept})
+        raise ValueError(f"{len(origins) - len(batch)} origin(s) have no observed value at or before them, so they "
+                         f"cannot be forecast (series: {', '.join(missing)}); every origin needs one")
+    series_end = data.offsets + data.n_train  # grid index one past each training part
+    result = train_model(data.panel, spec, settings, validation_steps, series_end=series_end)
+    model = result.model
     t_inf = time.monotonic()
     fc = model.predict(batch)
     inference_s = time.monotonic() - t_inf
