@@ -135,8 +135,11 @@ def build_windows(
     enc_ok = enc_idx >= 0
     raw = panel.values[inst[:, None], sig[:, None], np.clip(enc_idx, 0, T - 1)].astype(np.float64)
     raw[~enc_ok] = np.nan
-    _carry_last_seen(panel, inst, sig, enc_idx[:, 0], raw)
     observed = np.isfinite(raw)
+    empty = np.flatnonzero(~observed.any(axis=1))
+    if len(empty):
+        _carry_last_seen(panel, inst, sig, enc_idx[:, 0], raw, empty)
+        observed[empty] = np.isfinite(raw[empty])
     has_any = observed.any(axis=1)
     first = np.where(has_any, observed.argmax(axis=1), E)
     lengths = E - first
@@ -231,15 +234,16 @@ def build_windows(
                        last_value, thr, target, enc_max, _ffill(raw))
 
 
-def _carry_last_seen(panel: Panel, inst: np.ndarray, sig: np.ndarray, start: np.ndarray, raw: np.ndarray) -> None:
-    """Give a window with no observation in its context the last value seen before it.
+def _carry_last_seen(panel: Panel, inst: np.ndarray, sig: np.ndarray, start: np.ndarray, raw: np.ndarray,
+                     empty: np.ndarray) -> None:
+    """Give the ``empty`` windows (no observation in the context) the last value seen before them.
 
     The value goes in as one observation at the window's first step, so the window reads as a
     flat line that went stale long ago: serving rules skip it as stale (not as too short), and
     the benchmark, which must forecast every origin, starts from the last real value, as the
     protocol's baselines do after a run of imputed points.
     """
-    for b in np.flatnonzero(~np.isfinite(raw).any(axis=1)):
+    for b in empty:
         before = panel.values[inst[b], sig[b], :max(int(start[b]), 0)]
         seen = np.flatnonzero(np.isfinite(before))
         if len(seen):
