@@ -221,6 +221,7 @@ class TrainerSection(_Section):
     validation_days: float = Field(default=2, gt=0)
     promotion_margin: float = Field(default=0.02, ge=0, lt=1)
     seed: int = 42
+    level_shift_share: float = Field(default=0.0, ge=0, le=0.5)
     torch_threads: int = Field(default=1, ge=1)
     lock_file: Path | None = None
     metrics_file: Path | None = None

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from forecaster.registry import Registry
+from forecaster.artifacts import read_metadata
+from forecaster.registry import GLOBAL_SCOPE, Registry
 from tests.modelkit import TINY, synthetic_panel
 from trainer import gate
 from trainer.cli import main
@@ -52,7 +53,7 @@ def _metric(path: Path, name: str) -> float:
     raise AssertionError(f"{name} not in {path}")
 
 
-def test_train_gate_and_registry_agree(tmp_path: Path) -> None:
+def test_train_gate_and_registry_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config(tmp_path)
     data = _parquet(tmp_path)
     code = main(["--config.file", str(config), "train", "--parquet", str(data), "--no-progress"])
@@ -66,10 +67,26 @@ def test_train_gate_and_registry_agree(tmp_path: Path) -> None:
     assert 'tft_trainer_backtest_score{model="seasonal_naive",metric="sql"}' in text
     assert 'tft_trainer_backtest_score{model="candidate",metric="coverage"}' in text
 
-    # Second run: a current model (if promoted) is now part of the comparison.
-    code2 = main(["--config.file", str(config), "train", "--parquet", str(data), "--no-progress", "--seed", "7"])
+    # Second run: a current model (if promoted) is now part of the comparison; this one trains
+    # with injected level shifts (trainer.augment), which the model's metadata records.
+    from trainer import training
+
+    shares_used: set[float] = set()
+    real_inject = training.inject_level_shifts
+
+    def spy(batch, signals, seasonal_days, share, rng):  # type: ignore[no-untyped-def]
+        shares_used.add(share)
+        return real_inject(batch, signals, seasonal_days, share, rng)
+
+    monkeypatch.setattr(training, "inject_level_shifts", spy)
+    code2 = main(["--config.file", str(config), "train", "--parquet", str(data), "--no-progress", "--seed", "7",
+                  "--level-shift-share", "0.3"])
     assert code2 in (0, 3, 4)
-    assert len(registry.versions()) == 2
+    versions = registry.versions()
+    assert len(versions) == 2
+    shares = [read_metadata(registry.root / GLOBAL_SCOPE / "versions" / v)["training"]["level_shift_share"]
+              for v in versions]
+    assert shares == [0.0, 0.3] and shares_used == {0.3}
     if code == 0:
         assert 'model="current"' in metrics.read_text()
 

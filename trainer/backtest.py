@@ -138,6 +138,7 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
     report = {
         "fit": "once on each series' training part (global model), frozen for all origins",
         "initial_weights": str(settings.initial_weights) if settings.initial_weights else "none (from scratch)",
+        "level_shift_share": settings.level_shift_share,
         "epochs": result.epochs, "samples_seen": result.samples_seen,
         "train_seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,
         "best_val_loss": result.best_val_loss, "origins": len(owners),

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--batches-per-epoch", type=int, default=None)
         sp.add_argument("--batch-size", type=int, default=None)
         sp.add_argument("--seed", type=int, default=None)
+        sp.add_argument("--level-shift-share", type=_share, default=None,
+                        help="share of training windows given a lasting level shift (overrides "
+                             "trainer.level_shift_share; docs/TRAINING.md)")
         sp.add_argument("--init-from", type=Path, default=None,
                         help="start from this model directory's weights (same signals and sizes)")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -102,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _share(text: str) -> float:
+    """argparse type for a share of windows: a number from 0 to 0.5, as the config allows."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 0.5:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 to 0.5")
+    return value
+
+
 def _settings(args: argparse.Namespace, config: Any, budget_default_min: float) -> Any:
     import sys as _sys
 
@@ -118,6 +132,8 @@ def _settings(args: argparse.Namespace, config: Any, budget_default_min: float) 
         time_budget_seconds=budget * 60,
         gradient_accumulation=tc.gradient_accumulation,
         seed=args.seed if args.seed is not None else tc.seed,
+        level_shift_share=(args.level_shift_share if args.level_shift_share is not None
+                           else tc.level_shift_share),
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         precision=args.precision,
         progress=args.progress if args.progress is not None else _sys.stderr.isatty(),
@@ -230,6 +246,7 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
             "training": {"instances": part.instances, "steps": part.n_times,
                          "window_start": int(part.timestamps[0]), "window_end": int(part.timestamps[-1]),
                          "holdout_steps": holdout, "epochs": result.epochs, "samples": result.samples_seen,
+                         "level_shift_share": settings.level_shift_share,
                          "seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,
                          "data_fingerprint": _fingerprint(part)},
             "signals": [s.model_dump(mode="json") for s in config.signals],

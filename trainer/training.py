@@ -31,6 +31,7 @@ from forecaster.calibration import (
 from forecaster.features import WindowBatch, WindowRules, breach_within, build_windows
 from forecaster.model import ForecastModel, ModelSpec, build_network, to_network_input
 from forecaster.panel import Panel
+from trainer.augment import inject_level_shifts
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class TrainSettings:
     time_budget_seconds: float = 3600.0
     gradient_accumulation: int = 1
     seed: int = 42
+    level_shift_share: float = 0.0  # trainer.augment: share of training windows given a lasting shift
     validation_windows: int = 2048
     breach_windows: int = 6000
     accelerator: str = "auto"
@@ -302,11 +304,14 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
         load_model(network, str(settings.initial_weights), strict=True)
         log.info("starting from weights %s", settings.initial_weights)
     module = _lightning_module(network, settings, spec.quantiles)
+    shift_rng = np.random.default_rng(settings.seed + 1)
 
     class SampledBatches(torch.utils.data.IterableDataset):
         def __iter__(self):  # type: ignore[no-untyped-def]
             for _ in range(settings.batches_per_epoch * settings.gradient_accumulation):
-                yield _to_torch_batch(sampler.sample(settings.batch_size))
+                batch = inject_level_shifts(sampler.sample(settings.batch_size), panel.signals,
+                                            spec.seasonal_days, settings.level_shift_share, shift_rng)
+                yield _to_torch_batch(batch)
 
     val_batches = [_to_torch_batch(val.take(slice(i, i + 256)))
                    for i in range(0, len(val), 256)]

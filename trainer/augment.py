@@ -1,0 +1,94 @@
+"""Training-time augmentation: windows whose level moves for good shortly before the origin.
+
+Server metrics on typical fleets mostly spike and come back, so a network trained on them
+learns that an excursion reverts. After a deploy that doubles memory use, that prior keeps the
+median on the old level for hours (on the NAB benchmark both default networks still forecast
+the old level 2 h after a synthetic step from 20 to 80, and followed only after about 4 h).
+Moving the level of a share of the training windows, 0-4 h before the origin and through the
+whole horizon, shows the network that a new level can persist; docs/TRAINING.md has the
+measured trade-off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from forecaster.features import Z_CLIP, WindowBatch, x_reals
+
+MIN_CONTEXT_STEPS = 60  # a shorter window has too little "before" to show a shift against
+LATEST_SHIFT_STEPS = 48  # the shift starts at most this many steps before the origin (4 h at 5 min)
+SHIFT_SIZE = (2.0, 6.0)  # in standard deviations of the window before the shift
+
+
+def inject_level_shifts(batch: WindowBatch, signals: list[str], seasonal_days: int, share: float,
+                        rng: np.random.Generator) -> WindowBatch:
+    """A copy of ``batch`` where about ``share`` of the windows have a lasting level shift,
+    up or down by 2-6 of the window's standard deviations, starting 0-4 h before the origin."""
+    if share <= 0 or len(batch) == 0:
+        return batch
+    rows = np.flatnonzero((rng.random(len(batch)) < share) & (batch.encoder_lengths >= MIN_CONTEXT_STEPS))
+    if len(rows) == 0:
+        return batch
+    back = rng.integers(1, LATEST_SHIFT_STEPS + 1, size=len(rows))
+    sizes = rng.choice([-1.0, 1.0], size=len(rows)) * rng.uniform(*SHIFT_SIZE, size=len(rows))
+    return shift_levels(batch, signals, seasonal_days, rows, batch.encoder_lengths[rows] - back,
+                        sizes * batch.scale[rows])
+
+
+def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, rows: np.ndarray,
+                 starts: np.ndarray, deltas: np.ndarray) -> WindowBatch:
+    """Windows ``rows`` rebuilt as if their signal had moved by ``deltas`` (units) from encoder
+    position ``starts`` (left-aligned) on, through the whole horizon.
+
+    The result is what :func:`forecaster.features.build_windows` gives for the shifted history:
+    the target's own encoder column (and its copy among the host's signals) and the future move,
+    and every input scaled by the window's mean and standard deviation is rescaled by the new
+    ones. The other signals of the host keep their values: a deploy does not move every metric.
+    """
+    names = x_reals(signals, seasonal_days)
+    col = {n: i for i, n in enumerate(names)}
+    enc, dec = batch.encoder_cont.copy(), batch.decoder_cont.copy()
+    target, values = batch.target.copy(), batch.encoder_values.copy()
+    center, scale = batch.center.copy(), batch.scale.copy()
+    last_value, encoder_max = batch.last_value.copy(), batch.encoder_max.copy()
+    E = enc.shape[1]
+    for j, start, delta in zip(rows.tolist(), starts.tolist(), deltas.tolist(), strict=True):
+        L = int(batch.encoder_lengths[j])
+        # The target column holds the gap-filled history scaled by the window's statistics.
+        history = enc[j, :L, col["target"]].astype(np.float64) * scale[j] + center[j]
+        history[start:] += delta
+        observed = enc[j, :L, col["observed"]] > 0.5
+        new_center = float(history[observed].mean()) if observed.any() else center[j] + delta
+        new_scale = _scale(history[observed] if observed.any() else history, new_center)
+        enc[j, :L, col["target"]] = np.clip((history - new_center) / new_scale, -Z_CLIP, Z_CLIP)
+        if len(signals) > 1:  # the host's copy of this signal is scaled over all filled steps
+            own = col[f"host_{signals[batch.series[j, 1]]}"]
+            enc[j, :L, own] = np.clip((history - history.mean()) / _scale(history, history.mean()),
+                                      -Z_CLIP, Z_CLIP)
+        for name in ("season_mean", "season_max"):
+            if name in col:
+                for part, n in ((enc, L), (dec, dec.shape[1])):
+                    known = part[j, :n, col["season_days"]] > 0
+                    units = part[j, :n, col[name]].astype(np.float64) * scale[j] + center[j]
+                    part[j, :n, col[name]] = np.where(
+                        known, np.clip((units - new_center) / new_scale, -Z_CLIP, Z_CLIP), 0.0)
+        if np.isfinite(batch.threshold[j]):
+            thr_z = np.clip((batch.threshold[j] - new_center) / new_scale, -10, 10)
+            enc[j, :L, col["threshold_z"]] = thr_z
+            dec[j, :, col["threshold_z"]] = thr_z
+        target[j] += np.float32(delta)
+        values[j, E - L + start:] += delta
+        last_value[j] += delta
+        if observed.any():
+            encoder_max[j] = float(history[observed].max())
+        center[j], scale[j] = new_center, new_scale
+    return replace(batch, encoder_cont=enc, decoder_cont=dec, target=target, encoder_values=values,
+                   center=center, scale=scale, last_value=last_value, encoder_max=encoder_max)
+
+
+def _scale(units: np.ndarray, center: float) -> float:
+    """The window scale of :func:`forecaster.features.build_windows`: the standard deviation,
+    floored at 1 % of the level so a flat series does not divide by zero."""
+    return max(float(units.std()) if len(units) else 0.0, 0.01 * abs(center), 1e-6)
