@@ -55,7 +55,10 @@ else
   if [ "${SKIP_ACCURACY:-0}" != 1 ] && [ -f "$DATA" ]; then
     OUT=$(mktemp -d)
     run "Accuracy: backtest on the benchmark dataset, scored next to the baselines" \
-      python3 -m trainer backtest --data "$DATA" --out "$OUT/forecasts.parquet" --score ../shared/bench/score.py
+      python3 -m trainer backtest --data "$DATA" --out "$OUT/forecasts.parquet" --score ../shared/bench/score.py \
+        --save-model "$OUT/model"
+    run "How fast the benchmark-trained model follows a level shift" \
+      python3 benchmarks/level_shift_response.py "$OUT/model"
   fi
 fi
 
