@@ -40,7 +40,8 @@ def stepped_panel(signals: list[str], low: float, high: float, days: int, seed: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", type=Path, help="model directories (model.json + weights)")
+    parser.add_argument("models", nargs="+", type=Path,
+                        help="model directories (model.json + weights) or registries (their latest global model)")
     parser.add_argument("--low", type=float, default=20.0)
     parser.add_argument("--high", type=float, default=80.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -48,13 +49,18 @@ def main() -> None:
 
     import torch
 
-    from forecaster.artifacts import load_model_dir
+    from forecaster.artifacts import ModelLoadError, load_model_dir
     from forecaster.features import build_windows
+    from forecaster.registry import Registry
 
     torch.set_num_threads(1)
     print(f"level {args.low:g} -> {args.high:g}; p50 (p90) one step and 8 h ahead, from origins after the step")
-    for path in args.models:
-        model = load_model_dir(path)
+    for given in args.models:
+        path = given if (given / "model.json").exists() else Registry(given).latest_path() or given
+        try:
+            model = load_model_dir(path)
+        except ModelLoadError as exc:
+            parser.error(str(exc))
         spec = model.spec
         panel, step_at = stepped_panel(spec.signals, args.low, args.high, days=max(2, spec.seasonal_days + 2),
                                        seed=args.seed)
@@ -63,7 +69,7 @@ def main() -> None:
         batch = build_windows(panel, series, origins, spec.window_rules(), spec.signal_codes())
         q = model.predict(batch).quantiles
         last = min(q.shape[1], 96) - 1
-        cells = [f"+{h} h: {q[k, 0, 1]:.0f} ({q[k, 0, 2]:.0f}) / {q[k, last, 1]:.0f} ({q[k, last, 2]:.0f})"
+        cells = [f"+{h} h: {q[k, 0, 1]:.3g} ({q[k, 0, 2]:.3g}) / {q[k, last, 1]:.3g} ({q[k, last, 2]:.3g})"
                  for k, h in enumerate(HOURS_AFTER)]
         print(f"{path}: " + "   ".join(cells))
 
