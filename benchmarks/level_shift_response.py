@@ -54,7 +54,7 @@ def main() -> None:
     from forecaster.registry import Registry
 
     torch.set_num_threads(1)
-    print(f"level {args.low:g} -> {args.high:g}; p50 (p90) one step and 8 h ahead, from origins after the step")
+    print(f"step {args.low:g} -> {args.high:g}; p50 (p90) one step and a horizon ahead, from origins after it")
     for given in args.models:
         path = given if (given / "model.json").exists() else Registry(given).latest_path() or given
         try:
@@ -68,8 +68,7 @@ def main() -> None:
         series = np.zeros((len(origins), 2), dtype=np.int64)
         batch = build_windows(panel, series, origins, spec.window_rules(), spec.signal_codes())
         q = model.predict(batch).quantiles
-        last = min(q.shape[1], 96) - 1
-        cells = [f"+{h} h: {q[k, 0, 1]:.3g} ({q[k, 0, 2]:.3g}) / {q[k, last, 1]:.3g} ({q[k, last, 2]:.3g})"
+        cells = [f"+{h} h: {q[k, 0, 1]:.3g} ({q[k, 0, 2]:.3g}) / {q[k, -1, 1]:.3g} ({q[k, -1, 2]:.3g})"
                  for k, h in enumerate(HOURS_AFTER)]
         print(f"{path}: " + "   ".join(cells))
 

@@ -172,7 +172,7 @@ def build_windows(
         center = np.nanmean(vals_for_stats, axis=1) if B else np.zeros(0)
         std = np.nanstd(vals_for_stats, axis=1) if B else np.zeros(0)
         enc_max = np.nanmax(vals_for_stats, axis=1) if B else np.zeros(0)
-    scale = np.maximum(std, np.maximum(0.01 * np.abs(center), 1e-6))
+    scale = window_scale(std, center)
     last_value = target_filled[np.arange(B), np.maximum(lengths - 1, 0)] if B else np.zeros(0)
 
     unknown = unknown_reals(panel.signals)
@@ -196,7 +196,7 @@ def build_windows(
         with np.errstate(invalid="ignore"):
             hc = np.nanmean(host, axis=2)
             hs = np.nanstd(host, axis=2)
-        hs = np.maximum(np.nan_to_num(hs), np.maximum(0.01 * np.abs(np.nan_to_num(hc)), 1e-6))
+        hs = window_scale(np.nan_to_num(hs), np.nan_to_num(hc))
         for j, s in enumerate(panel.signals):
             enc[:, :, col[f"host_{s}"]] = np.nan_to_num(z(host[:, j], np.nan_to_num(hc[:, j]), hs[:, j]))
 
@@ -232,6 +232,12 @@ def build_windows(
     codes = np.array([signal_codes.get(panel.signals[j], 0) for j in sig], dtype=np.int64)
     return WindowBatch(series, origins, enc, dec, codes, lengths.astype(np.int64), center, scale,
                        last_value, thr, target, enc_max, _ffill(raw))
+
+
+def window_scale(std: np.ndarray | float, center: np.ndarray | float) -> np.ndarray:
+    """A window's scale: its standard deviation, floored at 1 % of its level so that a flat
+    series does not divide by zero."""
+    return np.maximum(std, np.maximum(0.01 * np.abs(center), 1e-6))
 
 
 def _carry_last_seen(panel: Panel, inst: np.ndarray, sig: np.ndarray, start: np.ndarray, raw: np.ndarray,

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from forecaster.features import Z_CLIP, WindowBatch, x_reals
+from forecaster.features import Z_CLIP, WindowBatch, window_scale, x_reals
 
 MIN_CONTEXT_STEPS = 60  # a shorter window has too little "before" to show a shift against
 LATEST_SHIFT_STEPS = 48  # the shift starts at most this many steps before the origin (4 h at 5 min)
@@ -59,13 +59,15 @@ def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, row
         # The target column holds the gap-filled history scaled by the window's statistics.
         history = enc[j, :L, col["target"]].astype(np.float64) * scale[j] + center[j]
         history[start:] += delta
+        # Position 0 is the first observed step (windows are left-aligned), so ``observed`` is never empty.
         observed = enc[j, :L, col["observed"]] > 0.5
-        new_center = float(history[observed].mean()) if observed.any() else center[j] + delta
-        new_scale = _scale(history[observed] if observed.any() else history, new_center)
+        new_center = float(history[observed].mean())
+        new_scale = float(window_scale(history[observed].std(), new_center))
         enc[j, :L, col["target"]] = np.clip((history - new_center) / new_scale, -Z_CLIP, Z_CLIP)
         if len(signals) > 1:  # the host's copy of this signal is scaled over all filled steps
             own = col[f"host_{signals[batch.series[j, 1]]}"]
-            enc[j, :L, own] = np.clip((history - history.mean()) / _scale(history, history.mean()),
+            host_center = history.mean()
+            enc[j, :L, own] = np.clip((history - host_center) / window_scale(history.std(), host_center),
                                       -Z_CLIP, Z_CLIP)
         for name in ("season_mean", "season_max"):
             if name in col:
@@ -81,14 +83,8 @@ def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, row
         target[j] += np.float32(delta)
         values[j, E - L + start:] += delta
         last_value[j] += delta
-        if observed.any():
-            encoder_max[j] = float(history[observed].max())
+        encoder_max[j] = float(history[observed].max())
         center[j], scale[j] = new_center, new_scale
     return replace(batch, encoder_cont=enc, decoder_cont=dec, target=target, encoder_values=values,
                    center=center, scale=scale, last_value=last_value, encoder_max=encoder_max)
 
-
-def _scale(units: np.ndarray, center: float) -> float:
-    """The window scale of :func:`forecaster.features.build_windows`: the standard deviation,
-    floored at 1 % of the level so a flat series does not divide by zero."""
-    return max(float(units.std()) if len(units) else 0.0, 0.01 * abs(center), 1e-6)
