@@ -71,7 +71,7 @@ def parse_duration(text: str) -> float:
 
 
 def load_model(source: Path, signals: list[str]) -> object:
-    from forecaster.store import ModelStore
+    from forecaster.serving.store import ModelStore
 
     store = ModelStore(source, step_seconds=STEP, signals=signals)
     store.refresh()
@@ -175,10 +175,10 @@ def main() -> int:
     from generate_monitoring import SETTINGS
 
     from exporter import Fleet
-    from forecaster.config import DEFAULT_SIGNALS, HORIZON_LABELS
-    from forecaster.features import build_windows, first_crossing
-    from forecaster.panel import Panel
-    from forecaster.store import default_registry_dir
+    from forecaster.contract.config import DEFAULT_SIGNALS, HORIZON_LABELS
+    from forecaster.contract.features import build_windows, first_crossing
+    from forecaster.contract.panel import Panel
+    from forecaster.serving.store import default_registry_dir
 
     every = parse_duration(args.every)
     if every % STEP:

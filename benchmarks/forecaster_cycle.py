@@ -52,8 +52,8 @@ def _matrix_body(hosts: int, start: float, end: float, step: int, signal: int) -
 def _registry(tmp: Path, model_dir: Path | None, seasonal_days: int) -> Path:
     if model_dir is not None:
         return model_dir
-    from forecaster.model import ForecastModel, ModelSpec, build_network
-    from forecaster.registry import Registry
+    from forecaster.contract.model import ForecastModel, ModelSpec, build_network
+    from forecaster.contract.registry import Registry
 
     spec = ModelSpec(signals=list(SIGNALS), seasonal_days=seasonal_days)
     registry = Registry(tmp / "registry")
@@ -65,10 +65,10 @@ def _registry(tmp: Path, model_dir: Path | None, seasonal_days: int) -> Path:
 def run_one(hosts: int, model_dir: Path | None, seasonal_days: int) -> dict[str, float]:
     import requests
 
-    from forecaster.config import DEFAULT_SIGNALS, parse_config
-    from forecaster.cycle import query_window
-    from forecaster.service import start
-    from forecaster.store import ModelStore
+    from forecaster.contract.config import DEFAULT_SIGNALS, parse_config
+    from forecaster.serving.cycle import query_window
+    from forecaster.serving.service import start
+    from forecaster.serving.store import ModelStore
     from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 
     tmp = Path(tempfile.mkdtemp(prefix="fcbench-"))

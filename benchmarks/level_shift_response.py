@@ -24,7 +24,7 @@ HOURS_AFTER = (1, 2, 4, 6, 10)
 def stepped_panel(signals: list[str], low: float, high: float, days: int, seed: int):  # type: ignore[no-untyped-def]
     """``days`` of history at 5-minute steps whose level moves from ``low`` to ``high`` after
     ``days - 1``; every signal of the host carries the same series."""
-    from forecaster.panel import Panel
+    from forecaster.contract.panel import Panel
 
     rng = np.random.default_rng(seed)
     n = days * STEPS_PER_DAY
@@ -49,9 +49,9 @@ def main() -> None:
 
     import torch
 
-    from forecaster.artifacts import ModelLoadError, load_model_dir
-    from forecaster.features import build_windows
-    from forecaster.registry import Registry
+    from forecaster.contract.artifacts import ModelLoadError, load_model_dir
+    from forecaster.contract.features import build_windows
+    from forecaster.contract.registry import Registry
 
     torch.set_num_threads(1)
     print(f"step {args.low:g} -> {args.high:g}; p50 (p90) one step and a horizon ahead, from origins after it")

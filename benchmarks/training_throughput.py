@@ -33,9 +33,9 @@ def child(threads: int, batches: int, batch_size: int, accelerator: str) -> dict
 
     torch.set_num_threads(threads)
     from exporter import Fleet
-    from forecaster.config import DEFAULT_SIGNALS
-    from forecaster.model import ModelSpec
-    from forecaster.panel import panel_from_frame
+    from forecaster.contract.config import DEFAULT_SIGNALS
+    from forecaster.contract.model import ModelSpec
+    from forecaster.contract.panel import panel_from_frame
     from trainer.training import TrainSettings, train_model
 
     fleet = Fleet(10, seed=3, scenario="degrading", anchor=ANCHOR)

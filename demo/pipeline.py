@@ -510,8 +510,8 @@ class Pipeline:
     def prometheus(self) -> Any:
         """The project's Prometheus client (the one module that talks HTTP to Prometheus)."""
         if self._prom is None:
-            from forecaster.config import PrometheusSection
-            from forecaster.prometheus import PrometheusClient
+            from forecaster.contract.config import PrometheusSection
+            from forecaster.contract.prometheus import PrometheusClient
 
             self._prom = PrometheusClient(PrometheusSection(url=self.url("prometheus"), timeout_seconds=10,
                                                             retries=0))
@@ -519,7 +519,7 @@ class Pipeline:
 
     def current_values(self) -> dict[tuple[str, str], float]:
         """The signals now, from the shipped recording rule (empty until its first evaluation)."""
-        from forecaster.prometheus import PrometheusError
+        from forecaster.contract.prometheus import PrometheusError
 
         try:
             result = self.prometheus().query("instance_signal:tft_actual:value")
@@ -529,7 +529,7 @@ class Pipeline:
 
     def alerts_firing(self) -> list[dict[str, str]]:
         """The shipped predicted-breach alerts that Prometheus has firing now."""
-        from forecaster.prometheus import PrometheusError
+        from forecaster.contract.prometheus import PrometheusError
 
         try:
             result = self.prometheus().query('ALERTS{alertstate="firing", alertname=~"TFTBreach.*"}')

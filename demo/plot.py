@@ -44,7 +44,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _signals(work_dir: Path) -> tuple[Any, ...]:
-    from forecaster.config import DEFAULT_SIGNALS, ConfigError, load_config
+    from forecaster.contract.config import DEFAULT_SIGNALS, ConfigError, load_config
 
     path = work_dir / "forecaster.yml"
     if path.exists():
@@ -56,8 +56,8 @@ def _signals(work_dir: Path) -> tuple[Any, ...]:
 
 
 def _client(url: str) -> Any:
-    from forecaster.config import PrometheusSection
-    from forecaster.prometheus import PrometheusClient
+    from forecaster.contract.config import PrometheusSection
+    from forecaster.contract.prometheus import PrometheusClient
 
     return PrometheusClient(PrometheusSection(url=url, timeout_seconds=30, retries=1))
 
@@ -137,8 +137,8 @@ def plot(instance: str, signal: str, out: Path | None, *, work_dir: Path = Path(
     """Render the PNG; returns its path. Raises :class:`PlotError` when there is nothing to draw."""
     if not 0 < hours <= 24 * 90:
         raise PlotError(f"--hours must be in (0, 2160], got {hours:g}")
-    from forecaster.config import HORIZON_LABELS
-    from forecaster.prometheus import PrometheusError
+    from forecaster.contract.config import HORIZON_LABELS
+    from forecaster.contract.prometheus import PrometheusError
 
     work_dir = Path(work_dir)
     state = _read_json(work_dir / "state.json")
@@ -196,7 +196,7 @@ def _draw(out: Path, instance: str, signal: str, sig: Any, actual: Any, bands: d
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    from forecaster.config import HORIZON_LABELS
+    from forecaster.contract.config import HORIZON_LABELS
 
     fig, (ax, pax) = plt.subplots(2, 1, figsize=(12, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
     right = end + 8 * 3600

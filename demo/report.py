@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from forecaster.config import HORIZON_LABELS
+from forecaster.contract.config import HORIZON_LABELS
 
 #: A warning must come at least this long before the breach for the run to pass.
 MIN_LEAD_SECONDS = 1800.0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from demo.report import Prediction, Tracker, clock, duration
-from forecaster.config import HORIZON_LABELS
+from forecaster.contract.config import HORIZON_LABELS
 
 RESET, BOLD, DIM, RED, YELLOW, GREEN = "\x1b[0m", "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[33m", "\x1b[32m"
 CLEAR = "\x1b[H\x1b[2J"

@@ -37,7 +37,7 @@ _RATE = {"healthy": 0.0, "degrading": 0.45, "critical": 0.55}
 _RAMP_FACTOR = {"healthy": 1.0, "degrading": 1.0, "critical": 0.6}
 
 #: Thresholds of the signals incidents breach. cpu/memory/filesystem/iowait mirror
-#: ``forecaster.config.DEFAULT_SIGNALS`` (a test keeps them equal); the exporter must not
+#: ``forecaster.contract.config.DEFAULT_SIGNALS`` (a test keeps them equal); the exporter must not
 #: import the forecaster, hence the copy. ``network`` (transmit rate / link speed) is ours.
 THRESHOLDS: dict[str, float] = {"cpu": 0.9, "memory": 0.9, "filesystem": 0.9, "iowait": 0.3, "network": 0.9}
 

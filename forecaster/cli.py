@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from forecaster.config import ConfigError, load_config
+    from forecaster.contract.config import ConfigError, load_config
 
     overrides = {
         "prometheus.url": args.prometheus_url,
@@ -79,7 +79,7 @@ def _config(args: argparse.Namespace) -> Any:
     try:
         config = load_config(args.config_file, overrides)
         if args.listen_address is not None or not args.once:
-            from forecaster.web import parse_listen_address
+            from forecaster.serving.web import parse_listen_address
 
             parse_listen_address(config.forecaster.listen_address)
     except (ConfigError, ValueError) as exc:
@@ -113,14 +113,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _service(config: Any) -> Any:
-    from forecaster.service import Service
+    from forecaster.serving.service import Service
 
     return Service(config)
 
 
 def dry_run(config: Any) -> int:
     """Config is valid (else we would not be here); Prometheus answers; the model loads."""
-    from forecaster.prometheus import PrometheusClient, PrometheusError
+    from forecaster.contract.prometheus import PrometheusClient, PrometheusError
 
     print(f"config: ok ({len(config.signals)} signals, step {config.model.step_seconds}s)")
     with PrometheusClient.from_config(config.prometheus) as client:
@@ -179,7 +179,7 @@ def once(config: Any, output: Path | None) -> int:
 
 def serve(config: Any) -> int:
     """Serve until SIGTERM/SIGINT: HTTP bound first, then the model and the schedule."""
-    from forecaster.service import start
+    from forecaster.serving.service import start
 
     address = config.forecaster.listen_address
     try:

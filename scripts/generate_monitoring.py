@@ -3,7 +3,7 @@
 
 Every selector, cut-off and duration the rules and dashboards use lives in :data:`SETTINGS`
 (the "_config" of a monitoring mixin); the signal recording rules come from the forecaster's
-signal definitions (``forecaster.config.DEFAULT_SIGNALS``, or ``--config.file``), so the
+signal definitions (``forecaster.contract.config.DEFAULT_SIGNALS``, or ``--config.file``), so the
 "actual" that forecasts are scored against is exactly what the forecaster forecasts.
 
 The Prometheus alerting rules and the Grafana-managed alert rules are rendered from one table
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from forecaster.config import DEFAULT_SIGNALS, HORIZON_LABELS, Signal  # noqa: E402
+from forecaster.contract.config import DEFAULT_SIGNALS, HORIZON_LABELS, Signal  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # Settings: the one place for selectors, cut-offs and durations.
@@ -1089,7 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signals = DEFAULT_SIGNALS
     if args.config_file is not None:
-        from forecaster.config import ConfigError, load_config
+        from forecaster.contract.config import ConfigError, load_config
 
         try:
             signals = load_config(args.config_file).signals

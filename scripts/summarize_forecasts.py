@@ -18,7 +18,7 @@ from pathlib import Path
 def _cutoff(model_dir: Path | None) -> float:
     if model_dir is None:
         return 0.5
-    from forecaster.registry import Registry
+    from forecaster.contract.registry import Registry
 
     path = Registry(model_dir).latest_path() if (model_dir / "global").is_dir() else model_dir
     try:

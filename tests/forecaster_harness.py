@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from forecaster.config import Config, parse_config
-from forecaster.service import RunningService, start
+from forecaster.contract.config import Config, parse_config
+from forecaster.serving.service import RunningService, start
 
 _TINY_LOCK = threading.Lock()
 _TINY: dict[str, Path] = {}
@@ -79,7 +79,7 @@ def start_forecaster(registry_dir: Path | str | None, prometheus_url: str, port:
     """The forecaster service on ``127.0.0.1:port`` in background threads; stopped on exit.
 
     ``watch_seconds`` is how often the registry is checked between cycles; ``kwargs`` go to
-    :class:`forecaster.service.Service` (``client=``, ``store=``, ``clock=``).
+    :class:`forecaster.serving.service.Service` (``client=``, ``store=``, ``clock=``).
     """
     config = config or forecaster_config(registry_dir, prometheus_url, interval=interval)
     running = start(config, address=f"127.0.0.1:{port}", scheduler=scheduler, watch_seconds=watch_seconds,

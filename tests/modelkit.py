@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from forecaster.model import ForecastModel, ModelSpec
-from forecaster.panel import Panel
-from forecaster.registry import Registry
+from forecaster.contract.model import ForecastModel, ModelSpec
+from forecaster.contract.panel import Panel
+from forecaster.contract.registry import Registry
 
 TINY = {"context_steps": 48, "horizon_steps": 96, "hidden_size": 4, "attention_heads": 1,
         "hidden_continuous_size": 2, "min_history_steps": 12, "dropout": 0.0}

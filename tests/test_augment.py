@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecaster.features import WindowRules, build_windows
+from forecaster.contract.features import WindowRules, build_windows
 from tests.modelkit import synthetic_panel
 from trainer.augment import LATEST_SHIFT_STEPS, inject_level_shifts, shift_levels
 

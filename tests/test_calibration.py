@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from forecaster.artifacts import ModelLoadError, load_model_dir, save_model_dir
-from forecaster.calibration import (
+from forecaster.contract.artifacts import ModelLoadError, load_model_dir, save_model_dir
+from forecaster.contract.calibration import (
     BREACH_FEATURES,
     BreachModel,
     best_f1_cutoff,
@@ -19,8 +19,8 @@ from forecaster.calibration import (
     fit_breach_model,
     warning_cutoff,
 )
-from forecaster.features import WindowRules, build_windows
-from forecaster.panel import Panel
+from forecaster.contract.features import WindowRules, build_windows
+from forecaster.contract.panel import Panel
 from tests.modelkit import synthetic_panel, train_tiny
 from tests.test_trainer import _config, _parquet
 from trainer.cli import main
@@ -128,7 +128,7 @@ def test_recalibrate_without_a_model_is_a_usage_error(tmp_path: Path, capsys: py
 
 
 def test_recalibrating_a_host_model_keeps_its_scope(tmp_path: Path) -> None:
-    from forecaster.registry import Registry, host_scope
+    from forecaster.contract.registry import Registry, host_scope
 
     panel = synthetic_panel(hosts=2, days=5)
     model = train_tiny(panel.select_instances(["host-0"]), tmp_path / "work")

@@ -152,7 +152,7 @@ def test_trainer_is_a_one_shot_tool() -> None:
 
 
 def test_compose_config_file_is_a_valid_tft_monitor_config() -> None:
-    from forecaster.config import load_config
+    from forecaster.contract.config import load_config
 
     config = load_config(ROOT / "config" / "compose.yml")
     assert config.prometheus.url == "http://prometheus:9090"

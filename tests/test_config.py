@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from forecaster.config import DEFAULT_SIGNALS, ConfigError, load_config
+from forecaster.contract.config import DEFAULT_SIGNALS, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -36,7 +36,7 @@ def test_host_names_carry_profiles_round_robin() -> None:
 
 
 def test_thresholds_and_queries_match_the_forecaster_contract() -> None:
-    from forecaster.config import DEFAULT_SIGNALS
+    from forecaster.contract.config import DEFAULT_SIGNALS
 
     for signal in DEFAULT_SIGNALS:
         assert THRESHOLDS[signal.name] == signal.threshold

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecaster.features import SEASONAL_REALS, WindowRules, build_windows, x_reals
-from forecaster.panel import Panel
+from forecaster.contract.features import SEASONAL_REALS, WindowRules, build_windows, x_reals
+from forecaster.contract.panel import Panel
 
 STEP = 3600  # one step an hour: a day is 24 steps, so a horizon can reach past it
 DAY = 24
@@ -76,7 +76,7 @@ def test_without_seasonal_days_the_layout_is_unchanged() -> None:
 
 
 def test_a_seasonal_model_trains_saves_and_reloads(tmp_path) -> None:
-    from forecaster.artifacts import load_model_dir, save_model_dir
+    from forecaster.contract.artifacts import load_model_dir, save_model_dir
     from tests.modelkit import synthetic_panel, train_tiny
 
     panel = synthetic_panel(hosts=2, days=3)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecaster.config import DEFAULT_SIGNALS, HORIZON_LABELS, Config
-from forecaster.cycle import run_cycle
-from forecaster.prometheus import PrometheusClient, RangeSeries
-from forecaster.sharding import shard_of
-from forecaster.snapshot import horizon_index
-from forecaster.store import KIND_FALLBACK, KIND_GLOBAL, ModelSet, ModelStore
+from forecaster.contract.config import DEFAULT_SIGNALS, HORIZON_LABELS, Config
+from forecaster.contract.prometheus import PrometheusClient, RangeSeries
+from forecaster.serving.cycle import run_cycle
+from forecaster.serving.sharding import shard_of
+from forecaster.serving.snapshot import horizon_index
+from forecaster.serving.store import KIND_FALLBACK, KIND_GLOBAL, ModelSet, ModelStore
 from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from tests.forecaster_harness import forecaster_config, shared_tiny_registry
 
@@ -116,7 +116,7 @@ class _Series:
         self.make = make
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
-        from forecaster.prometheus import grid
+        from forecaster.contract.prometheus import grid
 
         ts = grid(start, end, step)
         name = next(s.name for s in DEFAULT_SIGNALS if s.query == expr)

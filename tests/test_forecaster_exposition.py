@@ -18,9 +18,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from forecaster.config import DEFAULT_SIGNALS, HORIZON_LABELS
-from forecaster.cycle import CycleResult
-from forecaster.exposition import (
+from forecaster.contract.config import DEFAULT_SIGNALS, HORIZON_LABELS
+from forecaster.serving.cycle import CycleResult
+from forecaster.serving.exposition import (
     ForecastCollector,
     StateCollector,
     Stats,
@@ -30,8 +30,8 @@ from forecaster.exposition import (
     render,
     render_forecasts,
 )
-from forecaster.snapshot import ForecastSet
-from forecaster.store import LoadedModel, ModelSet
+from forecaster.serving.snapshot import ForecastSet
+from forecaster.serving.store import LoadedModel, ModelSet
 
 GOLDEN = Path(__file__).parent / "golden" / "forecaster_metrics.prom"
 NOW = 1_750_000_030.0

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from forecaster.fastpath import FastTFT, supports
-from forecaster.features import build_windows
-from forecaster.model import ModelSpec, build_network, to_network_input
+from forecaster.contract.fastpath import FastTFT, supports
+from forecaster.contract.features import build_windows
+from forecaster.contract.model import ModelSpec, build_network, to_network_input
 from tests.modelkit import synthetic_panel
 
 SIGNALS = ["cpu", "memory", "filesystem", "iowait"]

@@ -12,7 +12,7 @@ The same Prometheus also checks what the forecaster relies on:
 * the forecaster starts *before* Prometheus, so its first cycle fails and it must recover alone;
 * a counter that reset (a restarted process, backfilled with the reset in the middle) is read
   through ``rate()`` and still gives finite, non-negative forecasts;
-* :func:`forecaster.sharding.shard_of` assigns hosts exactly as Prometheus's ``hashmod`` does.
+* :func:`forecaster.serving.sharding.shard_of` assigns hosts exactly as Prometheus's ``hashmod`` does.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecaster.artifacts import load_model_dir
-from forecaster.config import DEFAULT_SIGNALS
-from forecaster.registry import Registry
-from forecaster.sharding import shard_of
+from forecaster.contract.artifacts import load_model_dir
+from forecaster.contract.config import DEFAULT_SIGNALS
+from forecaster.contract.registry import Registry
+from forecaster.serving.sharding import shard_of
 from tests.forecaster_harness import forecaster_config, shared_tiny_registry, start_forecaster
 from tests.promserver import PrometheusServer, free_port
 

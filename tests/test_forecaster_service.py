@@ -22,9 +22,9 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
-from forecaster.artifacts import load_model_dir
-from forecaster.registry import Registry
-from forecaster.service import Service
+from forecaster.contract.artifacts import load_model_dir
+from forecaster.contract.registry import Registry
+from forecaster.serving.service import Service
 from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from tests.forecaster_harness import copy_registry, forecaster_config, shared_tiny_registry, start_forecaster
 
@@ -80,7 +80,7 @@ def served(service: Service) -> dict[tuple[str, str], float]:
 
 
 def cycle_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "forecaster.service" and r.levelno >= logging.WARNING]
+    return [r for r in caplog.records if r.name == "forecaster.serving.service" and r.levelno >= logging.WARNING]
 
 
 # ---------------------------------------------------------------------------------- Prometheus faults
@@ -247,12 +247,12 @@ def test_model_replaced_by_garbage_keeps_serving_the_loaded_one(fake: FakePromet
     weights = Registry(registry).latest_path() / "model.safetensors"  # type: ignore[operator]
     weights.write_bytes(b"\x00garbage" * 100)
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="forecaster.store"):
+    with caplog.at_level(logging.ERROR, logger="forecaster.serving.store"):
         for _ in range(2):
             assert service.run_cycle().ok
     assert set(service.published.forecasts.versions) == {version}  # type: ignore[union-attr]
     assert metric(service, "tft_forecaster_failures_total", {"stage": "model_load"}) == 1  # once, not per cycle
-    assert len([r for r in caplog.records if r.name == "forecaster.store"]) == 1
+    assert len([r for r in caplog.records if r.name == "forecaster.serving.store"]) == 1
     status = service.status_document()["data"]["model"]
     assert "checksum" in status["last_error"] and status["version"] == version
     assert metric(service, "tft_model_fallback") == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecaster.config import HORIZON_LABELS
-from forecaster.snapshot import BREACH_REASONS, ForecastSet, breaches
+from forecaster.contract.config import HORIZON_LABELS
+from forecaster.serving.snapshot import BREACH_REASONS, ForecastSet, breaches
 
 NOW = 1_750_000_000.0
 NAN = float("nan")

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecaster.artifacts import ModelLoadError, load_model_dir, read_metadata, save_model_dir
-from forecaster.features import WindowRules, build_windows
-from forecaster.model import ForecastModel
-from forecaster.registry import Registry
+from forecaster.contract.artifacts import ModelLoadError, load_model_dir, read_metadata, save_model_dir
+from forecaster.contract.features import WindowRules, build_windows
+from forecaster.contract.model import ForecastModel
+from forecaster.contract.registry import Registry
 from tests.modelkit import THRESHOLDS, synthetic_panel, train_tiny
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def test_saved_model_predicts_identically_in_a_fresh_process(trained: tuple[Fore
     out = tmp_path / "pred.npy"
     script = (
         "import sys, numpy as np\n"
-        "from forecaster.artifacts import load_model_dir\n"
+        "from forecaster.contract.artifacts import load_model_dir\n"
         "from tests.test_model import _windows\n"
         f"m = load_model_dir({str(path)!r})\n"
         f"np.save({str(out)!r}, m.predict(_windows(m)).quantiles)\n"
@@ -169,7 +169,7 @@ def test_gaps_are_filled_and_masked() -> None:
     panel.values[0, 0, -30:-20] = np.nan
     rules = WindowRules(48, 96, 24)
     batch = build_windows(panel, np.array([(0, 0)]), np.array([panel.n_times - 1]), rules, {"cpu": 1})
-    from forecaster.features import x_reals
+    from forecaster.contract.features import x_reals
 
     observed = batch.encoder_cont[0, :, x_reals(panel.signals).index("observed")]
     assert observed.sum() == 48 - 10

@@ -1,4 +1,4 @@
-"""Tests for forecaster.prometheus against the in-process fake (tests/fakeprom.py) and a real Prometheus."""
+"""Tests for forecaster.contract.prometheus against the in-process fake (tests/fakeprom.py) and a real Prometheus."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import requests
 
-from forecaster.config import PrometheusSection
-from forecaster.prometheus import (
+from forecaster.contract.config import PrometheusSection
+from forecaster.contract.prometheus import (
     OUTCOMES,
     InstantSample,
     PrometheusAPI,

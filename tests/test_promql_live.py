@@ -32,7 +32,7 @@ import pytest
 import requests
 import yaml
 
-from forecaster.config import DEFAULT_SIGNALS, HORIZON_LABELS
+from forecaster.contract.config import DEFAULT_SIGNALS, HORIZON_LABELS
 from tests.monitoring_exprs import (
     ROOT,
     Expr,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from forecaster.config import DEFAULT_SIGNALS, HORIZON_LABELS
+from forecaster.contract.config import DEFAULT_SIGNALS, HORIZON_LABELS
 from tests.monitoring_exprs import ROOT, metric_names, prometheus_rules, rule_files
 
 PROM = ROOT / "prometheus"

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from forecaster.artifacts import read_metadata
-from forecaster.registry import GLOBAL_SCOPE, Registry
+from forecaster.contract.artifacts import read_metadata
+from forecaster.contract.registry import GLOBAL_SCOPE, Registry
 from tests.modelkit import TINY, synthetic_panel
 from trainer import gate
 from trainer.cli import main
@@ -106,7 +106,7 @@ def test_gate_keeps_the_current_model_when_the_candidate_is_worse() -> None:
 
 
 def test_gate_scores_a_trained_model_against_baselines(tmp_path: Path) -> None:
-    from forecaster.features import WindowRules
+    from forecaster.contract.features import WindowRules
     from tests.modelkit import THRESHOLDS, train_tiny
 
     panel = synthetic_panel(hosts=2, days=5)
@@ -251,7 +251,7 @@ def test_train_from_a_real_prometheus_filled_by_the_backfill(tmp_path: Path, pro
     assert code in (0, 3, 4)
     registry = Registry(tmp_path / "registry")
     (version,) = registry.versions()
-    from forecaster.artifacts import read_metadata
+    from forecaster.contract.artifacts import read_metadata
 
     meta = read_metadata(registry.root / "global" / "versions" / version)
     assert meta["training"]["instances"] == sorted(fleet.names)

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from forecaster.features import Z_CLIP, WindowBatch, window_scale, x_reals
+from forecaster.contract.features import Z_CLIP, WindowBatch, window_scale, x_reals
 
 MIN_CONTEXT_STEPS = 60  # a shorter window has too little "before" to show a shift against
 LATEST_SHIFT_STEPS = 48  # the shift starts at most this many steps before the origin (4 h at 5 min)
@@ -42,7 +42,7 @@ def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, row
     """Windows ``rows`` rebuilt as if their signal had moved by ``deltas`` (units) from encoder
     position ``starts`` (left-aligned) on, through the whole horizon.
 
-    The result is what :func:`forecaster.features.build_windows` gives for the shifted history:
+    The result is what :func:`forecaster.contract.features.build_windows` gives for the shifted history:
     the target's own encoder column (and its copy among the host's signals) and the future move,
     and every input scaled by the window's mean and standard deviation is rescaled by the new
     ones. The other signals of the host keep their values: a deploy does not move every metric.

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecaster.features import build_windows
-from forecaster.model import ModelSpec
-from forecaster.panel import Panel, PanelError
+from forecaster.contract.features import build_windows
+from forecaster.contract.model import ModelSpec
+from forecaster.contract.panel import Panel, PanelError
 from trainer.training import TrainSettings, train_model
 
 log = logging.getLogger(__name__)

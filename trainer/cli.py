@@ -142,7 +142,7 @@ def _settings(args: argparse.Namespace, config: Any, budget_default_min: float) 
 
 
 def _spec(config: Any, signals: list[str]) -> Any:
-    from forecaster.model import ModelSpec
+    from forecaster.contract.model import ModelSpec
 
     m = config.model
     return ModelSpec(signals=signals, context_steps=m.context_steps, horizon_steps=m.horizon_steps,
@@ -165,7 +165,7 @@ def _lock_path(args: argparse.Namespace, config: Any, registry: Any) -> Path:
 
 
 def _load_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
-    from forecaster.config import ConfigError, load_config
+    from forecaster.contract.config import ConfigError, load_config
 
     try:
         return load_config(args.config_file, overrides)
@@ -175,7 +175,7 @@ def _load_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from forecaster.registry import Registry
+    from forecaster.contract.registry import Registry
     from trainer.cron import LockHeld, run_lock, write_run_metrics
 
     config = _history_config(args)
@@ -207,8 +207,8 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     import numpy as np
     import torch
 
-    from forecaster.artifacts import ModelLoadError, load_model_dir
-    from forecaster.registry import GLOBAL_SCOPE, host_scope
+    from forecaster.contract.artifacts import ModelLoadError, load_model_dir
+    from forecaster.contract.registry import GLOBAL_SCOPE, host_scope
     from trainer import gate
     from trainer.training import train_model
 
@@ -327,8 +327,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from forecaster.artifacts import ModelLoadError, load_model_dir
-    from forecaster.registry import GLOBAL_SCOPE, Registry
+    from forecaster.contract.artifacts import ModelLoadError, load_model_dir
+    from forecaster.contract.registry import GLOBAL_SCOPE, Registry
     from trainer.cron import LockHeld, run_lock
     from trainer.training import TrainSettings, recalibrate
 
@@ -400,7 +400,7 @@ def _fingerprint(panel: Any) -> str:
 def cmd_backtest(args: argparse.Namespace) -> int:
     import json
 
-    from forecaster.panel import PanelError
+    from forecaster.contract.panel import PanelError
     from trainer.backtest import find_scorer, load_benchmark, origins_for, run_backtest, score, write_forecasts
 
     config = _load_config(args, {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days})
@@ -442,7 +442,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return EXIT_NO_DATA
     write_forecasts(forecasts, args.out)
     if args.save_model is not None:
-        from forecaster.artifacts import save_model_dir
+        from forecaster.contract.artifacts import save_model_dir
 
         save_model_dir(report.pop("model"), args.save_model)
         log.info("saved the fitted model to %s", args.save_model)

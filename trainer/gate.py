@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from forecaster.baselines import linear_trend, seasonal_naive
-from forecaster.features import WindowBatch, WindowRules, build_windows
-from forecaster.model import ForecastModel
-from forecaster.panel import Panel
+from forecaster.contract.baselines import linear_trend, seasonal_naive
+from forecaster.contract.features import WindowBatch, WindowRules, build_windows
+from forecaster.contract.model import ForecastModel
+from forecaster.contract.panel import Panel
 
 QUANTILES = (0.1, 0.5, 0.9)
 

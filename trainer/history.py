@@ -1,6 +1,6 @@
 """Where training history comes from: Prometheus range queries or a Parquet file.
 
-Both go through :mod:`forecaster.panel`, the same pipeline the forecaster serves with.
+Both go through :mod:`forecaster.contract.panel`, the same pipeline the forecaster serves with.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from forecaster.config import Config
-from forecaster.panel import Panel, PanelError, panel_from_frame, panel_from_range_results
+from forecaster.contract.config import Config
+from forecaster.contract.panel import Panel, PanelError, panel_from_frame, panel_from_range_results
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def from_parquet(path: Path, config: Config) -> Panel:
 
 def from_prometheus(config: Config, days: float, end: float | None = None) -> Panel:
     """One chunked range query per signal over the whole fleet."""
-    from forecaster.prometheus import PrometheusClient, PrometheusError
+    from forecaster.contract.prometheus import PrometheusClient, PrometheusError
 
     step = config.model.step_seconds
     end = float(end if end is not None else time.time()) // step * step

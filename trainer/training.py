@@ -21,16 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from forecaster.calibration import (
+from forecaster.contract.calibration import (
     BREACH_HORIZONS,
     breach_features,
     fit_band,
     fit_breach_model,
     reliability_table,
 )
-from forecaster.features import WindowBatch, WindowRules, breach_within, build_windows
-from forecaster.model import ForecastModel, ModelSpec, build_network, to_network_input
-from forecaster.panel import Panel
+from forecaster.contract.features import WindowBatch, WindowRules, breach_within, build_windows
+from forecaster.contract.model import ForecastModel, ModelSpec, build_network, to_network_input
+from forecaster.contract.panel import Panel
 from trainer.augment import inject_level_shifts
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parents[2]))
 
 from exporter.backfill import backfill  # noqa: E402
 from exporter.simulation import Fleet  # noqa: E402
-from forecaster.config import DEFAULT_SIGNALS  # noqa: E402
+from forecaster.contract.config import DEFAULT_SIGNALS  # noqa: E402
 from tests.promserver import PrometheusServer  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """The TFT: how it is built from a JSON-able spec, and how it turns windows into forecasts.
 
 The network is pytorch-forecasting's ``TemporalFusionTransformer`` constructed directly from
-the feature layout in :mod:`forecaster.features` (not through ``TimeSeriesDataSet``), so that
+the feature layout in :mod:`forecaster.contract.features` (not through ``TimeSeriesDataSet``), so that
 serving needs no fitted dataset object and the whole model rebuilds from JSON. Inference
 calls the network in chunks, which is several times cheaper than ``predict()`` at thousands
 of series.
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from forecaster.calibration import (
+from forecaster.contract.calibration import (
     BREACH_HORIZONS,
     BandCalibration,
     BreachModel,
     breach_features,
 )
-from forecaster.features import (
+from forecaster.contract.features import (
     STATIC_REALS,
     WindowBatch,
     WindowRules,

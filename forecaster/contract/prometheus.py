@@ -49,7 +49,7 @@ import numpy as np
 import requests
 import urllib3.exceptions
 
-from forecaster.config import ConfigError, PrometheusSection
+from forecaster.contract.config import ConfigError, PrometheusSection
 
 __all__ = [
     "OUTCOMES",

@@ -1,6 +1,6 @@
 """Simple forecasters: the flagged fallback when no model loads, and the yardsticks a new model must beat.
 
-They take the same :class:`~forecaster.features.WindowBatch` as the TFT, so the promotion gate
+They take the same :class:`~forecaster.contract.features.WindowBatch` as the TFT, so the promotion gate
 compares like with like. Their bands are the empirical 10 %/90 % quantiles of the method's own
 errors inside the encoder window (a split-conformal band that needs no training).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecaster.features import WindowBatch
+from forecaster.contract.features import WindowBatch
 
 
 def _band(p50: np.ndarray, residuals: np.ndarray) -> np.ndarray:

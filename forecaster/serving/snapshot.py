@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from forecaster.config import HORIZON_LABELS
+from forecaster.contract.config import HORIZON_LABELS
 
 PATHS: tuple[str, ...] = ("p50", "p90")
 QUANTILE_NAMES: tuple[str, ...] = ("p10", "p50", "p90")

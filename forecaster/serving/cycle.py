@@ -10,8 +10,8 @@ Stages, each timed:
   to the step grid (never one query per host: that is N times the load on Prometheus). If
   Prometheus is unreachable or times out, the remaining signals are not tried: each would wait
   out its own timeout and retries for the same answer.
-* **preprocess** - the shared input pipeline (:mod:`forecaster.panel`, then
-  :func:`forecaster.features.build_windows`), after dropping the hosts of other shards.
+* **preprocess** - the shared input pipeline (:mod:`forecaster.contract.panel`, then
+  :func:`forecaster.contract.features.build_windows`), after dropping the hosts of other shards.
 * **inference** - all series served by one model run as one batch, cut into blocks that bound
   memory; the network is called directly in chunks. Series no model can serve (no model
   loaded, a signal the model does not know, or an inference error) get the seasonal-naive
@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from forecaster.config import HORIZON_LABELS, Config
-from forecaster.features import WindowBatch, WindowRules, build_windows, first_crossing
-from forecaster.panel import Panel, panel_from_range_results
-from forecaster.prometheus import PrometheusAPI, PrometheusError, RangeSeries, align
-from forecaster.sharding import in_shard
-from forecaster.snapshot import MAX_HORIZON_SECONDS, ForecastSet
-from forecaster.store import FALLBACK_VERSION, KIND_FALLBACK, KIND_GLOBAL, KIND_HOST, LoadedModel, ModelSet
+from forecaster.contract.config import HORIZON_LABELS, Config
+from forecaster.contract.features import WindowBatch, WindowRules, build_windows, first_crossing
+from forecaster.contract.panel import Panel, panel_from_range_results
+from forecaster.contract.prometheus import PrometheusAPI, PrometheusError, RangeSeries, align
+from forecaster.serving.sharding import in_shard
+from forecaster.serving.snapshot import MAX_HORIZON_SECONDS, ForecastSet
+from forecaster.serving.store import FALLBACK_VERSION, KIND_FALLBACK, KIND_GLOBAL, KIND_HOST, LoadedModel, ModelSet
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ class _Forecaster:
             self._fallback(np.concatenate(failed), count_skips=False)
 
     def _fallback(self, series: np.ndarray, count_skips: bool = True) -> None:
-        from forecaster.baselines import seasonal_naive
+        from forecaster.contract.baselines import seasonal_naive
 
         m = self.config.model
         context = min(m.context_steps, self.panel.n_times)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecaster.panel import Panel
+from forecaster.contract.panel import Panel
 
 DAY = 86400.0
 WEEK = 7 * DAY

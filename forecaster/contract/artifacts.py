@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from forecaster.calibration import BandCalibration, BreachModel
-from forecaster.model import ForecastModel, ModelSpec, build_network
+from forecaster.contract.calibration import BandCalibration, BreachModel
+from forecaster.contract.model import ForecastModel, ModelSpec, build_network
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"

@@ -1,6 +1,6 @@
 """The forecaster service: scheduled cycles, the published state, and what HTTP reads from it.
 
-:class:`Service` owns the state; a cycle (:func:`forecaster.cycle.run_cycle`) computes, and
+:class:`Service` owns the state; a cycle (:func:`forecaster.serving.cycle.run_cycle`) computes, and
 :meth:`Service.run_cycle` publishes: it merges, renders and swaps in one immutable
 :class:`Published` object at the very end, under a lock held only for the assignment. So a
 scrape or API call sees the previous cycle or the new one, never a mix, and never waits for
@@ -13,7 +13,7 @@ are carried over from the previous cycle (dropped once older than the 8 h horizo
 say nothing any more), while a host that is gone from a successful answer stops being
 exported. Each failure is counted once per failed stage and logged in one line per cycle.
 
-Seams for tests: the Prometheus client (:class:`~forecaster.prometheus.PrometheusAPI`), the
+Seams for tests: the Prometheus client (:class:`~forecaster.contract.prometheus.PrometheusAPI`), the
 model store, and the clock are constructor arguments.
 """
 
@@ -32,13 +32,13 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import Metric
 
-from forecaster import exposition
-from forecaster.config import Config
-from forecaster.cycle import CycleResult, run_cycle
-from forecaster.exposition import ForecastCollector, StateCollector, Stats, View
-from forecaster.prometheus import PrometheusAPI
-from forecaster.snapshot import MAX_HORIZON_SECONDS, ForecastSet, breaches, forecasts_document, iso
-from forecaster.store import ModelSet, ModelStore, default_registry_dir
+from forecaster.contract.config import Config
+from forecaster.contract.prometheus import PrometheusAPI
+from forecaster.serving import exposition
+from forecaster.serving.cycle import CycleResult, run_cycle
+from forecaster.serving.exposition import ForecastCollector, StateCollector, Stats, View
+from forecaster.serving.snapshot import MAX_HORIZON_SECONDS, ForecastSet, breaches, forecasts_document, iso
+from forecaster.serving.store import ModelSet, ModelStore, default_registry_dir
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Service:
         self.stats = stats or Stats()
         self.version = package_version()
         if client is None:
-            from forecaster.prometheus import PrometheusClient
+            from forecaster.contract.prometheus import PrometheusClient
 
             client = PrometheusClient.from_config(config.prometheus, observer=self.stats)
         self.client = client
@@ -372,7 +372,7 @@ def start(config: Config, *, address: str | None = None, scheduler: bool = True,
     ``address`` defaults to ``forecaster.listen_address``; ``127.0.0.1:0`` picks a free port.
     ``kwargs`` go to :class:`Service` (client, store, clock: the test seams).
     """
-    from forecaster.web import make_app, parse_listen_address, serve
+    from forecaster.serving.web import make_app, parse_listen_address, serve
 
     address = address or config.forecaster.listen_address
     parse_listen_address(address)

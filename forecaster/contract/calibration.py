@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from forecaster.features import WindowBatch, breach_within
+from forecaster.contract.features import WindowBatch, breach_within
 
 BREACH_HORIZONS: dict[str, int] = {"30m": 6, "1h": 12, "2h": 24, "4h": 48, "8h": 96}
 BREACH_FEATURES: tuple[str, ...] = ("p90_over", "p50_over", "now_over", "recent_max_over", "band_over",

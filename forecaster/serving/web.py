@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from forecaster.exposition import CONTENT_TYPE
+from forecaster.serving.exposition import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 

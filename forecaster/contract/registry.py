@@ -21,8 +21,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from forecaster.artifacts import ModelLoadError, save_model_dir
-from forecaster.model import ForecastModel
+from forecaster.contract.artifacts import ModelLoadError, save_model_dir
+from forecaster.contract.model import ForecastModel
 
 GLOBAL_SCOPE = "global"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")

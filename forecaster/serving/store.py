@@ -35,11 +35,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forecaster.artifacts import META_FILE, WEIGHTS_FILE, ModelLoadError
-from forecaster.registry import GLOBAL_SCOPE, Registry, host_scope
+from forecaster.contract.artifacts import META_FILE, WEIGHTS_FILE, ModelLoadError
+from forecaster.contract.registry import GLOBAL_SCOPE, Registry, host_scope
 
 if TYPE_CHECKING:
-    from forecaster.model import ForecastModel
+    from forecaster.contract.model import ForecastModel
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,9 @@ def _file_key(directory: Path) -> tuple[Any, ...]:
 
 
 def _default_loader(path: Path) -> ForecastModel:
-    from forecaster.artifacts import load_model_dir
-    from forecaster.fastpath import FastTFT
-    from forecaster.model import ForecastModel
+    from forecaster.contract.artifacts import load_model_dir
+    from forecaster.contract.fastpath import FastTFT
+    from forecaster.contract.model import ForecastModel
 
     model = load_model_dir(path)
     return ForecastModel(model.spec, FastTFT(model.network).eval(), model.band, model.breach, model.metadata)

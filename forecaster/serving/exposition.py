@@ -5,7 +5,7 @@ immutable state, so a scrape never sees half a cycle and never triggers work:
 
 * :class:`ForecastCollector` - the per-series families (``tft_forecast_p10|p50|p90``,
   ``tft_breach_eta_seconds``, ``tft_breach_probability``, ``tft_forecast_model_info``,
-  ``tft_forecast_warming_up``) of one :class:`~forecaster.snapshot.ForecastSet`, plus the
+  ``tft_forecast_warming_up``) of one :class:`~forecaster.serving.snapshot.ForecastSet`, plus the
   per-horizon ``tft_breach_probability_cutoff`` the set carries (so that the probabilities and
   their cut-offs always come from the same cycle). A fleet of
   1,000 hosts gives ~100,000 samples; formatting them through ``generate_latest`` takes about
@@ -39,11 +39,11 @@ from prometheus_client.core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from forecaster.config import HORIZON_LABELS, Signal
-from forecaster.cycle import SKIP_REASONS, STAGES, CycleResult
-from forecaster.prometheus import ENDPOINT_BUILDINFO, ENDPOINT_QUERY, ENDPOINT_QUERY_RANGE, OUTCOMES
-from forecaster.snapshot import PATHS, QUANTILE_NAMES, ForecastSet
-from forecaster.store import FALLBACK_VERSION, GLOBAL_SCOPE, ModelSet
+from forecaster.contract.config import HORIZON_LABELS, Signal
+from forecaster.contract.prometheus import ENDPOINT_BUILDINFO, ENDPOINT_QUERY, ENDPOINT_QUERY_RANGE, OUTCOMES
+from forecaster.serving.cycle import SKIP_REASONS, STAGES, CycleResult
+from forecaster.serving.snapshot import PATHS, QUANTILE_NAMES, ForecastSet
+from forecaster.serving.store import FALLBACK_VERSION, GLOBAL_SCOPE, ModelSet
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FAILURE_STAGES: tuple[str, ...] = (*STAGES, "model_load")
