@@ -7,7 +7,7 @@ No Prometheus is involved: the fleet is the simulator's pure functions (``export
 the ground truth its incident records. What is evaluated:
 
 * **The shipped TFT alert rules**, with the horizons, ETA cut-off and ``for`` durations of their
-  one config place (``SETTINGS`` in ``scripts/generate_monitoring.py``, rendered into
+  one config place (``SETTINGS`` in ``monitoring/settings.py``, rendered into
   ``prometheus/rules/tft-alerts.rules.yml``) and the model's own probability cut-offs, as the
   rules read them from ``tft_breach_probability_cutoff``: ``TFTBreachLikelyWithin1h`` (P(breach
   within 1h) >= the model's 1h cut-off for 5m), ``TFTBreachForecastWithin1h`` (p50 path crosses
@@ -48,7 +48,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
 STEP = 300  # the forecaster's query step
 GRID = 60  # rule evaluation grid (Prometheus evaluates every 15 s; 60 s is close enough for minute-scale leads)
@@ -172,13 +171,12 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from generate_monitoring import SETTINGS
-
     from exporter import Fleet
     from forecaster.contract.config import DEFAULT_SIGNALS, HORIZON_LABELS
     from forecaster.contract.features import build_windows, first_crossing
     from forecaster.contract.panel import Panel
     from forecaster.serving.store import default_registry_dir
+    from monitoring.settings import SETTINGS
 
     every = parse_duration(args.every)
     if every % STEP:

@@ -5,7 +5,7 @@
     python3 benchmarks/forecaster_cycle.py --hosts 1000 --seasonal-days 7   # a model reading 8 days per series
 
 Each size runs in a fresh subprocess, so peak RSS (``resource.getrusage``) is that size's own.
-Prometheus is ``tests/fakeprom.py`` serving pre-rendered ``query_range`` JSON over real HTTP
+Prometheus is ``devkit/fakeprom.py`` serving pre-rendered ``query_range`` JSON over real HTTP
 (288 points per series at 300 s), so the query stage includes transfer, JSON decoding and
 parsing as against a real Prometheus, but not Prometheus's own evaluation time. The model is
 the registry's ``latest`` when ``--model.dir`` holds one, else a default-size TFT (hidden 32,
@@ -65,11 +65,11 @@ def _registry(tmp: Path, model_dir: Path | None, seasonal_days: int) -> Path:
 def run_one(hosts: int, model_dir: Path | None, seasonal_days: int) -> dict[str, float]:
     import requests
 
+    from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
     from forecaster.contract.config import DEFAULT_SIGNALS, parse_config
     from forecaster.serving.cycle import query_window
     from forecaster.serving.service import start
     from forecaster.serving.store import ModelStore
-    from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 
     tmp = Path(tempfile.mkdtemp(prefix="fcbench-"))
     root = _registry(tmp, model_dir, seasonal_days)

@@ -26,29 +26,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from toolkit.cli import Parser, UsageError, add_log_flags
+
+if TYPE_CHECKING:  # the real imports stay inside the functions, so that a usage error costs nothing
+    from demo.pipeline import DemoSettings, Pipeline
+    from demo.report import Tracker
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_MISSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 PROG = "tft-demo"
 MAX_HOSTS = 2000
 
 
-class UsageError(Exception):
-    """Bad command line: one line on stderr, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def _run_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hosts", type=int, default=10, help="simulated hosts (default: 10)")
     p.add_argument("--days", type=float, default=30.0, help="days of history to backfill (default: 30)")
     p.add_argument("--scenario", default="degrading", help="healthy, degrading (default) or critical")
@@ -70,12 +67,12 @@ def _run_parser() -> argparse.ArgumentParser:
                        help=f"port on 127.0.0.1; 0: any free port (default: {port} if free, else any)")
     p.add_argument("--output", type=Path, metavar="FILE", help="also write the summary as JSON")
     p.add_argument("--no-view", action="store_true", help="one line per cycle even on a terminal")
-    p.add_argument("--log.level", dest="log_level", default="warn", choices=["debug", "info", "warn", "error"])
+    add_log_flags(p, default_level="warn")
     return p
 
 
 def _plot_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} plot", description="Render a host's forecast against what happened as a PNG.")
+    p = Parser(prog=f"{PROG} plot", description="Render a host's forecast against what happened as a PNG.")
     p.add_argument("--instance", required=True, help="host, e.g. web-01")
     p.add_argument("--signal", required=True, help="cpu, memory, filesystem or iowait")
     p.add_argument("--out", type=Path, default=None, help="PNG file (default: <instance>-<signal>.png)")
@@ -98,7 +95,7 @@ def _duration(flag: str, text: str, minimum: float = 0.0) -> float:
     return seconds
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     """Validated :class:`~demo.pipeline.DemoSettings`; raises :class:`UsageError` with one line."""
     from demo.pipeline import DemoSettings
     from exporter.config import parse_time
@@ -132,14 +129,14 @@ def settings_from_args(args: argparse.Namespace) -> Any:
                         exporter_port=args.exporter_port, forecaster_port=args.forecaster_port)
 
 
-def _say(stream: TextIO) -> Any:
+def _say(stream: TextIO) -> Callable[[str], None]:
     def say(line: str) -> None:
         stream.write(f"[demo] {line}\n")
         stream.flush()
     return say
 
 
-def run(settings: Any, *, out: TextIO = sys.stdout, view: bool | None = None, min_lead: float = 1800.0,
+def run(settings: DemoSettings, *, out: TextIO = sys.stdout, view: bool | None = None, min_lead: float = 1800.0,
         output: Path | None = None) -> int:
     """Run the demo (the body of ``tft-demo run``); returns the exit status."""
     from demo.pipeline import DemoError, Interrupted, Pipeline
@@ -206,7 +203,7 @@ def _grafana_hint() -> str:
     return "Grafana dashboards need Docker: `docker compose up -d` (docs/OPERATIONS.md); this demo runs without it"
 
 
-def _write_incidents(pipeline: Any, tracker: Any) -> None:
+def _write_incidents(pipeline: Pipeline, tracker: Tracker) -> None:
     doc = [{"instance": i.instance, "signal": i.signal, "kind": i.kind, "scripted": i.scripted,
             "ramp_start": i.ramp_start, "breach_start": i.breach_start, "breach_end": i.breach_end}
            for i in tracker.incidents]
@@ -214,7 +211,8 @@ def _write_incidents(pipeline: Any, tracker: Any) -> None:
                                                              indent=1) + "\n")
 
 
-def _watch(pipeline: Any, tracker: Any, settings: Any, out: TextIO, live: bool, begin: float) -> None:
+def _watch(pipeline: Pipeline, tracker: Tracker, settings: DemoSettings, out: TextIO, live: bool,
+           begin: float) -> None:
     """Follow the forecaster's cycles until ``--for`` runs out (or forever, until Ctrl-C)."""
     from demo.report import clock, parse_iso
     from demo.view import CLEAR, Frame, cycle_line, render
@@ -246,7 +244,8 @@ def _watch(pipeline: Any, tracker: Any, settings: Any, out: TextIO, live: bool, 
                 pipeline.touch()
                 frame = Frame(now=time.time(), cycle=cycles, interval=settings.interval, hosts=settings.hosts,
                               scenario=settings.scenario, model=status.get("model") or {}, predictions=predictions,
-                              thresholds={(s["instance"], s["signal"]): s.get("threshold") for s in series},
+                              thresholds={(s["instance"], s["signal"]): s["threshold"] for s in series
+                                          if s.get("threshold") is not None},
                               current=pipeline.current_values(), tracker=tracker, alerts=pipeline.alerts_firing(),
                               urls=_urls(pipeline), breaches=len(breaches))
                 if not live:
@@ -276,14 +275,14 @@ def _watch(pipeline: Any, tracker: Any, settings: Any, out: TextIO, live: bool, 
             time.sleep(1.0)
 
 
-def _urls(pipeline: Any) -> dict[str, str]:
+def _urls(pipeline: Pipeline) -> dict[str, str]:
     urls = {name: pipeline.url(name) for name in ("prometheus", "forecaster", "exporter")}
     if shutil.which("docker"):
         urls["grafana"] = "http://localhost:3000 (after `docker compose up -d`)"
     return urls
 
 
-def summary_document(pipeline: Any, tracker: Any, code: int) -> dict[str, Any]:
+def summary_document(pipeline: Pipeline, tracker: Tracker, code: int) -> dict[str, Any]:
     """The machine-readable summary (``--output`` and ``<work dir>/summary.json``)."""
     from dataclasses import asdict
 
@@ -322,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=getattr(logging, "WARNING" if args.log_level == "warn" else args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from demo.pipeline import install_signal_handlers
+    from toolkit.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
 
     install_signal_handlers()
     return run(settings, view=False if args.no_view else None, min_lead=min_lead, output=args.output)

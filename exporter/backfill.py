@@ -63,7 +63,6 @@ class BackfillResult:
     commands: list[list[str]] = field(default_factory=list)
     incidents_path: Path | None = None
     parquet_path: Path | None = None
-    text_seconds: float = 0.0
     promtool_seconds: float = 0.0
 
 
@@ -251,7 +250,6 @@ def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0
         parts = min(parts, max(1, len(times) // 2))
     blocks_dir = out_dir / "blocks"
     converter = _Converter(workers, keep_text)
-    text_started = time.monotonic()
     for number, part_times in enumerate(np.array_split(times, parts), start=1):
         path = out_dir / ("backfill.om" if parts == 1 else f"backfill-{number}.om")
         part_started = time.monotonic()
@@ -266,7 +264,6 @@ def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0
         result.commands.append(command)
         if promtool is not None:
             converter.submit(command, path)  # converts while the next part is written
-    result.text_seconds = time.monotonic() - text_started
     if promtool is not None:
         waited = time.monotonic()
         converter.finish()

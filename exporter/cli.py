@@ -7,7 +7,8 @@
 
 Flags override the ``exporter:`` section of ``--config.file``. Every usage or config problem
 ends with one line on stderr and exit status 2; a runtime failure (port in use, promtool
-error) with one line and status 1. Logging is configured here and nowhere else.
+error) with one line and status 1. Logging is configured here and nowhere else, by
+:func:`toolkit.logs.setup_logging` like every other command.
 """
 
 from __future__ import annotations
@@ -22,31 +23,25 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.config import ConfigError, ExporterSection, load_exporter_config, parse_duration, parse_time
+from toolkit.cli import EXIT_USAGE, Parser, UsageError, add_config_flag, add_log_flags
+from toolkit.logs import setup_logging
+
+if TYPE_CHECKING:
+    from exporter.simulation import Fleet
 
 logger = logging.getLogger("exporter.cli")
 
 PROG = "tft-exporter"
-_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
-
-
-class UsageError(Exception):
-    """Bad command-line usage; printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config.file", dest="config_file", metavar="FILE",
-                        help="YAML config; only its 'exporter:' section is read")
-    parser.add_argument("--log.level", dest="log_level", default="info", metavar="LEVEL",
-                        help="debug, info, warn or error (default: info)")
+    add_config_flag(parser, help="YAML config; only its 'exporter:' section is read")
+    add_log_flags(parser)
     parser.add_argument("--hosts", type=int, help="number of simulated hosts (default: 20)")
     parser.add_argument("--scenario", help="healthy, degrading (default) or critical")
     parser.add_argument("--seed", type=int, help="random seed of the simulation (default: 42)")
@@ -58,7 +53,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser(command: str) -> argparse.ArgumentParser:
     """The parser of one subcommand (``serve`` is the default)."""
-    parser = _Parser(prog=f"{PROG} {command}" if command != "serve" else PROG, description=__doc__,
+    parser = Parser(prog=f"{PROG} {command}" if command != "serve" else PROG, description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _common(parser)
@@ -82,20 +77,13 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    if level not in _LOG_LEVELS:
-        raise UsageError(f"--log.level must be one of {', '.join(_LOG_LEVELS)}, got {level!r}")
-    logging.basicConfig(level=_LOG_LEVELS[level], stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def _config(args: argparse.Namespace, **extra: Any) -> ExporterSection:
     overrides = {"hosts": args.hosts, "scenario": args.scenario, "seed": args.seed, "anchor": args.anchor,
                  "job": args.job, **extra}
     return load_exporter_config(args.config_file, overrides)
 
 
-def _fleet(cfg: ExporterSection, now: float) -> Any:
+def _fleet(cfg: ExporterSection, now: float) -> Fleet:
     from exporter.incidents import iso
     from exporter.simulation import Fleet
 
@@ -106,27 +94,29 @@ def _fleet(cfg: ExporterSection, now: float) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from exporter.http import ExporterApp, make_server
+    from exporter.http import start_server, stop_server
 
     cfg = _config(args, listen_address=args.listen_address)
     fleet = _fleet(cfg, time.time())
     try:
-        server = make_server(ExporterApp(fleet), cfg.listen_address)
+        server, thread, _ = start_server(fleet, cfg.listen_address)
     except OSError as exc:
         print(f"{PROG}: error: cannot listen on {cfg.listen_address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    stopping = threading.Event()
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("received %s, shutting down", signal.Signals(signum).name)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     logger.info("listening on %s (/probe?target=HOST, /sd, /metrics, /incidents)", cfg.listen_address)
     try:
-        server.serve_forever()
+        while not stopping.wait(1.0):
+            pass
     finally:
-        server.server_close()
+        stop_server(server, thread)
     return 0
 
 
@@ -194,11 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args_list.pop(0) if args_list and args_list[0] in COMMANDS else "serve"
     try:
         args = build_parser(command).parse_args(args_list)
-        _setup_logging(args.log_level)
+        setup_logging(args.log_level, args.log_format)
         return COMMANDS[command](args)
     except (UsageError, ConfigError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except Exception as exc:  # the CLI's promise: one line, no traceback
         from exporter.backfill import BackfillError
 

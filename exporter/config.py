@@ -1,8 +1,8 @@
 """The ``exporter:`` section of the shared YAML config, and the small parsers the CLI needs.
 
-Only this section belongs to the simulator: the file is read with ``yaml.safe_load``, the
-``exporter`` mapping is validated here and every other section is ignored (other components
-validate their own). Loading returns a valid :class:`ExporterSection` or raises
+Only this section belongs to the simulator: the file is read by :func:`toolkit.yamlfile.read_mapping`
+(as every component reads it), the ``exporter`` mapping is validated here and every other section is
+ignored (other components validate their own). Loading returns a valid :class:`ExporterSection` or raises
 :class:`ConfigError` with one printable line.
 """
 
@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toolkit.http import parse_listen_address
+from toolkit.yamlfile import YamlFileError, read_mapping
 
 #: Fixed, documented default port: outside node_exporter's crowded 9100-9999 range.
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:8920"
@@ -64,14 +66,6 @@ def parse_duration(value: str | float | int) -> float:
     if seconds <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
     return seconds
-
-
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:8920`` for IPv6) to a tuple; ValueError if it is not one."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid listen address {address!r} (expected host:port)")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 class ExporterSection(BaseModel):
@@ -128,22 +122,10 @@ def _format_error(source: str, exc: ValidationError, from_flags: set[str]) -> st
 
 def read_section(path: Path | str | None) -> dict[str, Any]:
     """The raw ``exporter`` mapping of a YAML file ({} without a file or section)."""
-    if path is None:
-        return {}
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}:" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = read_mapping(path)
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from exc
     section = data.get("exporter")
     if section is None:
         return {}

@@ -11,8 +11,9 @@ Endpoints:
   the next day around now).
 * ``/-/healthy``, ``/-/ready``.
 
-Standard library ``ThreadingHTTPServer``; nothing is computed ahead of a request except the
-lazily cached host models.
+:class:`ExporterApp` is a WSGI app served by :func:`toolkit.http.serve` (threaded, HTTP/1.1
+keep-alive, IPv4 or ``[v6]:port``), the same server as the forecaster's; nothing is computed
+ahead of a request except the lazily cached host models. GET and HEAD only (405 otherwise).
 """
 
 from __future__ import annotations
@@ -23,19 +24,20 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import generate_latest
 
 from exporter import __version__
-from exporter.config import parse_listen_address, parse_time
+from exporter.config import parse_time
 from exporter.exposition import TEXT_CONTENT_TYPE, render, wants_openmetrics
 from exporter.incidents import incidents_document
 from exporter.profiles import DAY, PROFILE_ORDER
 from exporter.simulation import Fleet
+from toolkit.http import StartResponse, respond, serve, server_url, shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +78,28 @@ def sd_targets(fleet: Fleet) -> list[dict[str, Any]]:
 
 
 class ExporterApp:
-    """Request routing, separated from the server so tests can call it directly."""
+    """The exporter's WSGI app; :meth:`handle` is its routing, callable without HTTP in tests."""
 
     def __init__(self, fleet: Fleet, clock: Callable[[], float] = time.time) -> None:
         self.fleet = fleet
         self.clock = clock
         self.metrics = ExporterMetrics(fleet)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """WSGI: any failure of a route is logged and answered 500 with one line, never a traceback."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD"):
+            return respond(start_response, 405, "text/plain; charset=utf-8", b"only GET and HEAD\n", head=head,
+                           headers=[("Allow", "GET, HEAD")])
+        path = environ.get("PATH_INFO") or "/"
+        try:
+            status, content_type, body = self.handle(path, parse_qs(environ.get("QUERY_STRING", "")),
+                                                     environ.get("HTTP_ACCEPT"))
+        except Exception:
+            logger.exception("request %s failed", path)
+            status, content_type, body = 500, "text/plain; charset=utf-8", b"internal error\n"
+        return respond(start_response, status, content_type, body, head=head)
 
     def handle(self, path: str, query: dict[str, list[str]], accept: str | None) -> tuple[int, str, bytes]:
         """``(status, content type, body)`` for a GET request."""
@@ -144,68 +162,21 @@ _INDEX = """<html><head><title>tft-exporter</title></head><body>
 """
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; with Nagle's algorithm the body then waits for
-    # the client's delayed ACK (~40 ms per scrape, measured by benchmarks/exporter_scrape.py).
-    disable_nagle_algorithm = True
-
-    def do_GET(self) -> None:  # the http.server API
-        parts = urlsplit(self.path)
-        try:
-            status, content_type, body = self.server.app.handle(
-                parts.path, parse_qs(parts.query), self.headers.get("Accept"))
-        except Exception:
-            logger.exception("request %s failed", self.path)
-            status, content_type, body = 500, "text/plain; charset=utf-8", b"internal error\n"
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # the http.server API
-        logger.debug("%s - %s", self.address_string(), format % args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], app: ExporterApp) -> None:
-        self.app = app
-        super().__init__(address, _Handler)
-
-
-def make_server(app: ExporterApp, address: str) -> ThreadingHTTPServer:
-    """Bind (OSError if the port is taken); the caller runs ``serve_forever``."""
-    host, port = parse_listen_address(address)
-    return _Server((host, port), app)
-
-
 def start_server(fleet: Fleet, address: str = "127.0.0.1:0", clock: Callable[[], float] = time.time,
-                 ) -> tuple[ThreadingHTTPServer, threading.Thread, str]:
+                 ) -> tuple[WSGIServer, threading.Thread, str]:
     """Serve ``fleet`` from a background thread; returns ``(server, thread, base URL)``.
 
-    For tests and demos: ``address`` defaults to a free port on 127.0.0.1. Stop it with
+    ``address`` defaults to a free port on 127.0.0.1 (for tests and demos); ``[::1]:0`` serves
+    over IPv6. Binding happens here, so a taken port raises OSError. Stop it with
     :func:`stop_server`.
     """
-    server = make_server(ExporterApp(fleet, clock), address)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="tft-exporter-http", daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in str(host) else str(host)
-    return server, thread, f"http://{shown}:{port}"
+    server, thread = serve(ExporterApp(fleet, clock), address, name="tft-exporter-http", poll_interval=0.05)
+    return server, thread, server_url(server)
 
 
-def stop_server(server: ThreadingHTTPServer, thread: threading.Thread | None = None) -> None:
-    server.shutdown()
-    server.server_close()
-    if thread is not None:
-        thread.join(timeout=10)
+def stop_server(server: WSGIServer, thread: threading.Thread | None = None) -> None:
+    """Stop :func:`start_server`'s server and wait for its thread."""
+    shutdown(server, thread)
 
 
-__all__ = ["ExporterApp", "ExporterMetrics", "make_server", "parse_listen_address", "sd_targets",
-           "start_server", "stop_server"]
+__all__ = ["ExporterApp", "ExporterMetrics", "sd_targets", "start_server", "stop_server"]

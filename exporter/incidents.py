@@ -123,10 +123,6 @@ class Incident:
     def threshold(self) -> float:
         return THRESHOLDS[self.signal]
 
-    def shifted(self, delta: float) -> Incident:
-        return Incident(self.instance, self.kind, self.ramp_start + delta, self.ramp_end + delta,
-                        self.peak_end + delta, self.end + delta, self.level, self.aux, self.scripted)
-
 
 def _lerp(bounds: tuple[float, float], u: float) -> float:
     return bounds[0] + (bounds[1] - bounds[0]) * u

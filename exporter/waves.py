@@ -93,9 +93,6 @@ class SinSum:
     def bounds(self) -> tuple[float, float]:
         return self.c - self.spread, self.c + self.spread
 
-    def shifted(self, delta: float) -> SinSum:
-        return SinSum(self.c + delta, self.a, self.w, self.p)
-
     def scaled(self, factor: float) -> SinSum:
         return SinSum(self.c * factor, self.a * factor, self.w, self.p)
 

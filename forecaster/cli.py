@@ -3,7 +3,8 @@
 Usage::
 
     tft-forecaster [--config.file FILE] [--web.listen-address 0.0.0.0:8921]
-                   [--prometheus.url URL] [--model.dir DIR] [--shard.count N --shard.index I]
+                   [--prometheus.url URL] [--model.dir DIR] [--no-model.fast-path]
+                   [--shard.count N --shard.index I]
                    [--log.level info] [--log.format logfmt]
                    [--once [--output FILE] | --dry-run]
 
@@ -31,32 +32,35 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from types import FrameType
+from typing import TYPE_CHECKING
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOTHING, EXIT_PROMETHEUS = 0, 1, 2, 3, 4
+from toolkit.cli import EXIT_USAGE, Parser, UsageError, add_config_flag, add_log_flags
+
+if TYPE_CHECKING:  # the real imports stay inside the functions: torch takes seconds to import
+    from forecaster.contract.config import Config
+    from forecaster.serving.service import Service
+
+EXIT_OK, EXIT_FAIL, EXIT_NOTHING, EXIT_PROMETHEUS = 0, 1, 3, 4
 PROG = "tft-forecaster"
 
 log = logging.getLogger("forecaster")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line and status 2, like every other config error (argparse prints the usage too)."""
-        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flag(p)
     p.add_argument("--web.listen-address", dest="listen_address", default=None,
                    help="address for /metrics and the API (default 0.0.0.0:8921)")
     p.add_argument("--prometheus.url", dest="prometheus_url", default=None, help="Prometheus base URL")
     p.add_argument("--model.dir", dest="model_dir", type=Path, default=None,
                    help="model registry root, or one model directory (default: the shipped models/)")
+    p.add_argument("--model.fast-path", dest="fast_path", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve through the fast TFT forward, each model checked against the library's when "
+                        "loaded (default: on, forecaster.fast_path); --no-model.fast-path: the library's forward")
     p.add_argument("--shard.count", dest="shard_count", type=int, default=None, help="replicas splitting the fleet")
     p.add_argument("--shard.index", dest="shard_index", type=int, default=None, help="this replica: 0..count-1")
-    p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
-    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    add_log_flags(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="run one cycle, print a summary, exit")
     mode.add_argument("--dry-run", action="store_true",
@@ -66,20 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> Config | None:
     from forecaster.contract.config import ConfigError, load_config
 
     overrides = {
         "prometheus.url": args.prometheus_url,
         "forecaster.registry_dir": str(args.model_dir) if args.model_dir is not None else None,
         "forecaster.listen_address": args.listen_address,
+        "forecaster.fast_path": args.fast_path,
         "forecaster.shard.count": args.shard_count,
         "forecaster.shard.index": args.shard_index,
     }
     try:
         config = load_config(args.config_file, overrides)
         if args.listen_address is not None or not args.once:
-            from forecaster.serving.web import parse_listen_address
+            from toolkit.http import parse_listen_address
 
             parse_listen_address(config.forecaster.listen_address)
     except (ConfigError, ValueError) as exc:
@@ -89,14 +94,18 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.output is not None and not args.once:
         print(f"{PROG}: --output needs --once", file=sys.stderr)
         return EXIT_USAGE
     config = _config(args)
     if config is None:
         return EXIT_USAGE
-    from forecaster.logsetup import setup_logging
+    from toolkit.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     if args.log_level != "debug":  # APScheduler logs every job run at INFO
@@ -112,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _service(config: Any) -> Any:
+def _service(config: Config) -> Service:
     from forecaster.serving.service import Service
 
     return Service(config)
 
 
-def dry_run(config: Any) -> int:
+def dry_run(config: Config) -> int:
     """Config is valid (else we would not be here); Prometheus answers; the model loads."""
     from forecaster.contract.prometheus import PrometheusClient, PrometheusError
 
@@ -141,7 +150,7 @@ def dry_run(config: Any) -> int:
     return EXIT_OK
 
 
-def once(config: Any, output: Path | None) -> int:
+def once(config: Config, output: Path | None) -> int:
     """One cycle; the summary goes to stdout, the forecasts to ``output`` as JSON."""
     service = _service(config)
     result = service.run_cycle()
@@ -177,7 +186,7 @@ def once(config: Any, output: Path | None) -> int:
     return EXIT_OK if n else EXIT_NOTHING
 
 
-def serve(config: Any) -> int:
+def serve(config: Config) -> int:
     """Serve until SIGTERM/SIGINT: HTTP bound first, then the model and the schedule."""
     from forecaster.serving.service import start
 
@@ -191,7 +200,7 @@ def serve(config: Any) -> int:
              config.forecaster.interval_seconds, config.prometheus.url)
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stop.set()
 

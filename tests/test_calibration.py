@@ -13,6 +13,7 @@ from forecaster.contract.artifacts import ModelLoadError, load_model_dir, save_m
 from forecaster.contract.calibration import (
     BREACH_FEATURES,
     BreachModel,
+    armed_windows,
     best_f1_cutoff,
     breach_features,
     breach_history,
@@ -54,6 +55,17 @@ def test_breach_history_counts_runs_and_time_since() -> None:
     assert hist[1, 1] == pytest.approx(np.log1p(1))  # only the run at 60 lies in the last third (55..70)
     assert hist[1, 2] == pytest.approx(np.log1p(24.0 * 9 / E))  # last step above: 61, nine steps ago
     assert hist[1, 3] == pytest.approx(6 / E)  # 30, 31, 32, 40, 60, 61 above
+
+
+def test_armed_windows_are_below_the_threshold_with_a_known_outcome() -> None:
+    T, origin = 120, 80
+    values = np.full((4, T), 0.5)
+    values[1, origin] = 0.95  # already above the threshold at the origin
+    values[2, origin + 7] = np.nan  # unknown 7 steps after the origin
+    batch = _windows(_panel(values), [origin])
+    batch.threshold[3] = np.nan  # no threshold: nothing to breach
+    assert armed_windows(batch, 6).tolist() == [True, False, True, False]
+    assert armed_windows(batch, 7).tolist() == [True, False, False, False]
 
 
 def test_recurring_breaches_raise_the_probability() -> None:

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.http import start_server, stop_server
 from exporter.simulation import Fleet
+from tests.test_toolkit import ipv6_loopback
 
 ANCHOR = 1_750_000_000 // 60 * 60
 CPU_QUERY = '1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m]))'
@@ -78,6 +79,32 @@ def test_sd_incidents_and_health(served: tuple[Fleet, str]) -> None:
     bad = requests.get(f"{url}/incidents", params={"from": "yesterday"}, timeout=10)
     assert bad.status_code == 400
     assert requests.get(f"{url}/-/healthy", timeout=10).text == "OK\n"
+
+
+def test_get_and_head_only(served: tuple[Fleet, str]) -> None:
+    _, url = served
+    head = requests.head(f"{url}/sd", timeout=10)
+    get = requests.get(f"{url}/sd", timeout=10)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == get.headers["Content-Length"] == str(len(get.content))
+    post = requests.post(f"{url}/sd", data=b"x", timeout=10)
+    assert post.status_code == 405 and post.headers["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_serves_and_is_scraped_over_ipv6() -> None:
+    fleet = Fleet(2, seed=7, scenario="degrading", anchor=ANCHOR)
+    server, thread, url = start_server(fleet, "[::1]:0")
+    try:
+        assert url.startswith("http://[::1]:")
+        with requests.Session() as session:  # one keep-alive connection, as Prometheus scrapes
+            for target in fleet.names:
+                page = session.get(f"{url}/probe", params={"target": target}, timeout=10)
+                assert page.status_code == 200 and _sample(page.text, "node_memory_MemTotal_bytes") > 0
+            assert sorted(t for g in session.get(f"{url}/sd", timeout=10).json() for t in g["targets"]) == sorted(
+                fleet.names)
+    finally:
+        stop_server(server, thread)
 
 
 def test_incident_gauge_follows_the_ground_truth() -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from forecaster import cli
-from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from tests.forecaster_harness import shared_tiny_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def test_port_in_use_is_one_line_and_status_1() -> None:
 @pytest.fixture
 def quiet_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     """main() configures logging for a process; inside pytest that would unhook log capture."""
-    monkeypatch.setattr("forecaster.logsetup.setup_logging", lambda *a, **k: None)
+    monkeypatch.setattr("toolkit.logs.setup_logging", lambda *a, **k: None)
 
 
 @pytest.fixture

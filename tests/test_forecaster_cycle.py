@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from forecaster.contract.config import DEFAULT_SIGNALS, HORIZON_LABELS, Config
 from forecaster.contract.prometheus import PrometheusClient, RangeSeries
 from forecaster.serving.cycle import run_cycle
 from forecaster.serving.sharding import shard_of
 from forecaster.serving.snapshot import horizon_index
 from forecaster.serving.store import KIND_FALLBACK, KIND_GLOBAL, ModelSet, ModelStore
-from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from tests.forecaster_harness import forecaster_config, shared_tiny_registry
 
 DATA = Path(__file__).parent / "data" / "forecaster"

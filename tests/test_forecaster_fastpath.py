@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
 
-from forecaster.contract.fastpath import FastTFT, supports
-from forecaster.contract.features import build_windows
+from forecaster.contract import fastpath
+from forecaster.contract.config import DEFAULT_SIGNALS, parse_config
+from forecaster.contract.fastpath import PARITY_ATOL, FastTFT, check_parity, for_serving, parity_inputs, supports
+from forecaster.contract.features import build_windows, known_reals, unknown_reals, x_reals
 from forecaster.contract.model import ModelSpec, build_network, to_network_input
+from forecaster.serving.exposition import StateCollector, Stats, View
+from forecaster.serving.store import LoadedModel, ModelSet, ModelStore
+from tests.forecaster_harness import shared_tiny_registry
 from tests.modelkit import synthetic_panel
 
 SIGNALS = ["cpu", "memory", "filesystem", "iowait"]
@@ -84,3 +93,116 @@ def test_short_only_batch_runs_through_library() -> None:
     assert x["encoder_cont"].shape[1] == int(x["encoder_lengths"].max()) < spec.context_steps
     with torch.inference_mode():
         assert net(x)["prediction"].shape == (12, spec.horizon_steps, 3)
+
+
+# --------------------------------------------------------------------------- the load-time guard
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_tiny_registry(tmp_path_factory)
+
+
+def _load(root: Path, fast_path: bool = True) -> tuple[ModelSet, LoadedModel]:
+    store = ModelStore(root, step_seconds=300, signals=SIGNALS, fast_path=fast_path)
+    assert store.refresh() == []
+    models = store.current()
+    assert models.global_model is not None
+    return models, models.global_model
+
+
+def _exported(models: ModelSet, name: str, labels: dict[str, str] | None = None) -> float | None:
+    view = View(now=0.0, version="test", signals=DEFAULT_SIGNALS, models=models)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(lambda: view, Stats()))
+    return registry.get_sample_value(name, labels or {})
+
+
+def _guard_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == fastpath.__name__ and r.levelno >= logging.WARNING]
+
+
+def test_parity_inputs_cover_both_selection_paths() -> None:
+    """Equal lengths (calendar shared: both branches of the selection) and mixed (padding, mask)."""
+    spec = ModelSpec(signals=SIGNALS, **SMALL, seasonal_days=1)
+    same, mixed = parity_inputs(spec)
+    assert same["encoder_lengths"].tolist() == [32, 32]
+    assert mixed["encoder_lengths"].tolist() == [32, 16]
+    names = x_reals(SIGNALS, 1)
+    encoder = [names.index(n) for n in [*unknown_reals(SIGNALS), *known_reals(1)]]
+
+    def shared(x: dict[str, torch.Tensor]) -> torch.Tensor:  # as fastpath._vsn decides it
+        cont = x["encoder_cont"][..., encoder]
+        return (cont == cont[:1]).all(dim=1).all(dim=0)
+
+    assert shared(same).any() and not shared(same).all()
+    assert not shared(mixed).any()
+    again = parity_inputs(spec)  # deterministic: the same batches at every load
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(again, (same, mixed), strict=True) for k in a)
+
+
+def test_parity_check_passes_and_the_fast_path_serves(tiny_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="forecaster"):
+        models, loaded = _load(tiny_root)
+    assert loaded.fast_path
+    assert isinstance(loaded.model.network, FastTFT) and loaded.model.network.fast
+    check = check_parity(loaded.model.network, loaded.model.spec)
+    assert check.ok and check.max_abs_diff < PARITY_ATOL / 10, check
+    assert not _guard_warnings(caplog)
+    assert models.fast_path_parity_failures == 0
+    assert _exported(models, "tft_model_fast_path", {"scope": "global", "version": loaded.version}) == 1
+    assert _exported(models, "tft_forecaster_fast_path_parity_failures_total") == 0
+
+
+def test_a_fast_path_that_disagrees_falls_back_to_the_library(tiny_root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    original = FastTFT._forward
+    monkeypatch.setattr(FastTFT, "_forward", lambda self, x: original(self, x) + 0.01)
+    with caplog.at_level(logging.INFO, logger="forecaster"):
+        models, loaded = _load(tiny_root)
+    assert not loaded.fast_path
+    assert not isinstance(loaded.model.network, FastTFT)  # the library's network itself
+    assert type(loaded.model.network).__name__ == "TemporalFusionTransformer"
+    [warning] = _guard_warnings(caplog)
+    message = warning.getMessage()
+    assert loaded.version in message and "max abs difference 0.01" in message, message
+    assert models.fast_path_parity_failures == 1
+    assert _exported(models, "tft_model_fast_path", {"scope": "global", "version": loaded.version}) == 0
+    assert _exported(models, "tft_forecaster_fast_path_parity_failures_total") == 1
+
+
+def test_a_fast_path_that_raises_falls_back_to_the_library(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A library release that renames an internal the fast path reads must not stop a load."""
+    spec, net = _network(**SMALL)
+
+    def renamed(*_args: object) -> None:
+        raise AttributeError("'VariableSelectionNetwork' object has no attribute 'prescalers'")
+
+    monkeypatch.setattr(fastpath, "_prepare_vsn", renamed)
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        served = for_serving(net, spec, label="model global version v-renamed")
+    assert served.network is net and not served.fast_path and served.parity_failed
+    [warning] = _guard_warnings(caplog)
+    assert "v-renamed" in warning.getMessage() and "AttributeError" in warning.getMessage()
+
+
+def test_fast_path_switched_off_serves_the_library_forward(tiny_root: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    from forecaster import cli
+    from forecaster.serving.service import Service
+
+    assert parse_config({}).forecaster.fast_path  # on by default
+    args = cli._parser().parse_args(["--no-model.fast-path", "--once"])
+    config = cli._config(args)
+    assert config is not None and not config.forecaster.fast_path
+    config = parse_config({"forecaster": {"registry_dir": str(tiny_root), "fast_path": False}})
+    service = Service(config, client=object(), configure_torch=False)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="forecaster"):
+        assert service.store.refresh() == []
+    models = service.store.current()
+    loaded = models.global_model
+    assert loaded is not None and not loaded.fast_path
+    assert type(loaded.model.network).__name__ == "TemporalFusionTransformer"
+    assert not _guard_warnings(caplog) and models.fast_path_parity_failures == 0  # off is no failure
+    assert _exported(models, "tft_model_fast_path", {"scope": "global", "version": loaded.version}) == 0

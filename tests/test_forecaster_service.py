@@ -22,10 +22,11 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry
 
+from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from forecaster.contract.artifacts import load_model_dir
 from forecaster.contract.registry import Registry
+from forecaster.serving.exposition import ForecastCollector
 from forecaster.serving.service import Service
-from tests.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from tests.forecaster_harness import copy_registry, forecaster_config, shared_tiny_registry, start_forecaster
 
 T0 = 1_750_000_000.0
@@ -68,7 +69,7 @@ def make_service(fake: FakePrometheus, registry_dir: Path | None, clock: Clock, 
 def metric(service: Service, name: str, labels: dict[str, str] | None = None) -> float | None:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(service.state_collector)
-    reg.register(service.forecast_collector)
+    reg.register(ForecastCollector(lambda: service.published.forecasts))
     return reg.get_sample_value(name, labels or {})
 
 

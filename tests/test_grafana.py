@@ -3,16 +3,16 @@ up to date, and every metric a panel or rule names is one the project exports or
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from monitoring import cli as generator
+from monitoring.files import outputs
+from monitoring.promql import cutoff_expr
 from tests.monitoring_exprs import (
     DASHBOARDS,
     PROVISIONING,
@@ -91,15 +91,6 @@ def test_the_exported_names_are_what_the_forecaster_exports(tmp_path: Path) -> N
     assert (FORECASTER_METRICS | hist) - exported_metrics(tmp_path) == set()
 
 
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("generate_monitoring", ROOT / "scripts" / "generate_monitoring.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("generate_monitoring", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def provisioning(kind: str) -> list[tuple[Path, dict[str, Any]]]:
     return [(p, yaml.safe_load(p.read_text())) for p in sorted((PROVISIONING / kind).glob("*.y*ml"))]
 
@@ -114,18 +105,16 @@ def datasource_uid() -> str:
 
 
 def test_generated_files_are_up_to_date() -> None:
-    gen = load_generator()
-    stale = [str(rel) for rel, content in gen.outputs().items()
+    stale = [str(rel) for rel, content in outputs().items()
              if not (ROOT / rel).exists() or (ROOT / rel).read_text() != content]
-    assert not stale, f"run python3 scripts/generate_monitoring.py: stale {stale}"
+    assert not stale, f"run tft-monitoring: stale {stale}"
 
 
 def test_generator_check_mode_reports_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    gen = load_generator()
-    assert gen.main(["--check", "--root", str(tmp_path)]) == 1
+    assert generator.main(["--check", "--root", str(tmp_path)]) == 1
     assert "grafana/dashboards/tft-fleet.json" in capsys.readouterr().err
-    assert gen.main(["--root", str(tmp_path)]) == 0
-    assert gen.main(["--check", "--root", str(tmp_path)]) == 0
+    assert generator.main(["--root", str(tmp_path)]) == 0
+    assert generator.main(["--check", "--root", str(tmp_path)]) == 0
 
 
 # ---- provisioning structure -----------------------------------------------------------------
@@ -316,14 +305,13 @@ def test_grafana_and_prometheus_alerts_are_the_same_rules() -> None:
 def test_breach_probability_alerts_use_the_model_cutoff() -> None:
     """Every probability alert compares with tft_breach_probability_cutoff of its own horizon; the
     fixed stand-in is there only for when that series is absent."""
-    gen = load_generator()
     probability_alerts = [r for r in prometheus_rules() if "tft_breach_probability{" in r.get("expr", "")
                           and "alert" in r]
     assert {r["alert"] for r in probability_alerts} == {"TFTBreachLikelyWithin1h", "TFTBreachLikelyWithin8h"}
     for rule in probability_alerts:
         horizon = rule["alert"].removeprefix("TFTBreachLikelyWithin")
         expr = _norm(rule["expr"])
-        cutoff = _norm(gen.cutoff_expr(horizon))
+        cutoff = _norm(cutoff_expr(horizon))
         assert expr.endswith(f">= on ( horizon ) group_left ( ) ( {cutoff} )"), rule["alert"]
         assert f'tft_breach_probability_cutoff{{horizon="{horizon}"}}' in cutoff
         # The constant appears only as the stand-in of an absent cut-off series.

@@ -1,4 +1,4 @@
-"""Tests for forecaster.contract.prometheus against the in-process fake (tests/fakeprom.py) and a real Prometheus."""
+"""Tests for forecaster.contract.prometheus against the in-process fake (devkit/fakeprom.py) and a real Prometheus."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 
+from devkit.fakeprom import BUILDINFO, QUERY, QUERY_RANGE, FakePrometheus, Reply, series
 from forecaster.contract.config import PrometheusSection
 from forecaster.contract.prometheus import (
     OUTCOMES,
@@ -28,7 +29,6 @@ from forecaster.contract.prometheus import (
     grid,
     tls_arguments,
 )
-from tests.fakeprom import BUILDINFO, QUERY, QUERY_RANGE, FakePrometheus, Reply, series
 from tests.promserver import free_port
 
 T0 = 1_699_999_200.0  # a multiple of 60, 300 and 3600

@@ -64,8 +64,9 @@ def test_train_gate_and_registry_agree(tmp_path: Path, monkeypatch: pytest.Monke
     assert len(registry.versions()) == 1
     assert (registry.latest_version() is not None) == (code == 0)
     text = metrics.read_text()
-    assert 'tft_trainer_backtest_score{model="seasonal_naive",metric="sql"}' in text
-    assert 'tft_trainer_backtest_score{model="candidate",metric="coverage"}' in text
+    # client_python writes label names in sorted order.
+    assert 'tft_trainer_backtest_score{metric="sql",model="seasonal_naive"}' in text
+    assert 'tft_trainer_backtest_score{metric="coverage",model="candidate"}' in text
 
     # Second run: a current model (if promoted) is now part of the comparison; this one trains
     # with injected level shifts (trainer.augment), which the model's metadata records.
@@ -103,6 +104,21 @@ def test_gate_keeps_the_current_model_when_the_candidate_is_worse() -> None:
     del scores["current"]
     decision = gate.decide(scores, margin=0.02)
     assert not decision.promote and "baseline" in decision.reason
+
+
+def test_gate_verdict_names_the_case() -> None:
+    """The exit status follows the verdict, so each way of deciding must set its own."""
+    s = gate.Scores
+    base = {"seasonal_naive": s(0.50, 1.0, 0.8, 3), "linear": s(0.60, 1.2, 0.8, 3)}
+    cases = [({"candidate": s(float("nan"), 1.0, 0.8, 0)}, gate.Verdict.UNSCORED),
+             ({"candidate": s(0.55, 1.0, 0.8, 3)}, gate.Verdict.WORSE_THAN_BASELINE),
+             ({"candidate": s(0.31, 1.0, 0.8, 3), "current": s(0.30, 1.0, 0.8, 3)}, gate.Verdict.NOT_BETTER),
+             ({"candidate": s(0.28, 1.0, 0.8, 3), "current": s(0.30, 1.0, 0.8, 3)}, gate.Verdict.PROMOTE),
+             ({"candidate": s(0.40, 1.0, 0.8, 3)}, gate.Verdict.PROMOTE)]
+    for extra, verdict in cases:
+        decision = gate.decide(base | extra, margin=0.02)
+        assert decision.verdict is verdict, decision.reason
+        assert decision.promote == (verdict is gate.Verdict.PROMOTE)
 
 
 def test_gate_scores_a_trained_model_against_baselines(tmp_path: Path) -> None:

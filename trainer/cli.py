@@ -19,7 +19,16 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from toolkit.cli import Parser, UsageError, add_config_flag, add_log_flags
+
+if TYPE_CHECKING:  # the real imports stay inside the functions: torch takes seconds to import
+    from forecaster.contract.config import Config
+    from forecaster.contract.model import ModelSpec
+    from forecaster.contract.panel import Panel
+    from forecaster.contract.registry import Registry
+    from trainer.training import TrainSettings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_BETTER, EXIT_BASELINE, EXIT_LOCKED, EXIT_NO_DATA = 0, 1, 2, 3, 4, 5, 6
 OUTCOMES = {EXIT_OK: "promoted", EXIT_FAIL: "failed", EXIT_USAGE: "bad_config", EXIT_NOT_BETTER: "kept_current",
@@ -29,11 +38,9 @@ log = logging.getLogger("trainer")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tft-trainer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
-    p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
-    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    p = Parser(prog="tft-trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flag(p)
+    add_log_flags(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     def lightning_flags(sp: argparse.ArgumentParser) -> None:
@@ -90,8 +97,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from forecaster.logsetup import setup_logging
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"tft-trainer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from toolkit.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     try:
@@ -116,7 +127,7 @@ def _share(text: str) -> float:
     return value
 
 
-def _settings(args: argparse.Namespace, config: Any, budget_default_min: float) -> Any:
+def _settings(args: argparse.Namespace, config: Config, budget_default_min: float) -> TrainSettings:
     import sys as _sys
 
     from trainer.training import TrainSettings
@@ -141,7 +152,7 @@ def _settings(args: argparse.Namespace, config: Any, budget_default_min: float) 
     )
 
 
-def _spec(config: Any, signals: list[str]) -> Any:
+def _spec(config: Config, signals: list[str]) -> ModelSpec:
     from forecaster.contract.model import ModelSpec
 
     m = config.model
@@ -152,7 +163,7 @@ def _spec(config: Any, signals: list[str]) -> Any:
                      seasonal_days=m.seasonal_days)
 
 
-def _history_config(args: argparse.Namespace) -> Any:
+def _history_config(args: argparse.Namespace) -> Config | None:
     """The configuration with the history flags (`train`, `recalibrate`) applied, or None."""
     return _load_config(args, {"prometheus.url": args.prometheus_url,
                                "trainer.registry_dir": str(args.registry) if args.registry else None,
@@ -160,11 +171,11 @@ def _history_config(args: argparse.Namespace) -> Any:
                                "trainer.history_days": args.days})
 
 
-def _lock_path(args: argparse.Namespace, config: Any, registry: Any) -> Path:
+def _lock_path(args: argparse.Namespace, config: Config, registry: Registry) -> Path:
     return Path(args.lock_file or config.trainer.lock_file or registry.root / ".train.lock")
 
 
-def _load_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
+def _load_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config | None:
     from forecaster.contract.config import ConfigError, load_config
 
     try:
@@ -175,7 +186,7 @@ def _load_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from forecaster.contract.registry import Registry
+    from forecaster.contract.registry import TRAINER_METRICS_FILE, Registry
     from trainer.cron import LockHeld, run_lock, write_run_metrics
 
     config = _history_config(args)
@@ -185,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"tft-trainer: --init-from {args.init_from}: no model.safetensors there", file=sys.stderr)
         return EXIT_USAGE
     registry = Registry(config.trainer.registry_dir)
-    metrics = args.metrics_file or config.trainer.metrics_file or registry.root / "trainer_metrics.prom"
+    metrics = args.metrics_file or config.trainer.metrics_file or registry.root / TRAINER_METRICS_FILE
     started = time.monotonic()
     try:
         with run_lock(_lock_path(args, config, registry)):
@@ -202,7 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return code
 
 
-def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
+def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
                   started: float) -> tuple[int, dict | None, str | None]:
     import numpy as np
     import torch
@@ -229,6 +240,10 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     jobs = [(GLOBAL_SCOPE, panel)]
     if args.per_server:
         jobs = [(host_scope(inst), panel.select_instances([inst])) for inst in panel.instances]
+    # Exit status per gate verdict (docs/TRAINING.md); a candidate that cannot be scored has not
+    # shown that it beats the baselines.
+    gate_exit = {gate.Verdict.PROMOTE: EXIT_OK, gate.Verdict.NOT_BETTER: EXIT_NOT_BETTER,
+                 gate.Verdict.WORSE_THAN_BASELINE: EXIT_BASELINE, gate.Verdict.UNSCORED: EXIT_BASELINE}
     codes: list[int] = []
     all_scores: dict[str, dict[str, float]] = {}
     version = None
@@ -276,11 +291,9 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
         if decision.promote:
             registry.promote(version, scope)
             log.info("%s: promoted %s: %s", scope, version, decision.reason)
-            codes.append(EXIT_OK)
         else:
             log.warning("%s: kept the current model: %s", scope, decision.reason)
-            codes.append(EXIT_BASELINE if "baseline" in decision.reason or "scored" in decision.reason
-                         else EXIT_NOT_BETTER)
+        codes.append(gate_exit[decision.verdict])
         registry.prune(scope)
         if scope == GLOBAL_SCOPE:
             all_scores = {k: v.as_dict() for k, v in scores.items()}
@@ -290,7 +303,7 @@ def _train_locked(args: argparse.Namespace, config: Any, registry: Any,
     return code, all_scores or None, version
 
 
-def _read_history(config: Any) -> Any:
+def _read_history(config: Config) -> Panel | None:
     """The configured history (Parquet or Prometheus), or None after logging why not."""
     from trainer.history import HistoryError, from_parquet, from_prometheus
 
@@ -303,7 +316,7 @@ def _read_history(config: Any) -> Any:
         return None
 
 
-def _holdout_steps(panel: Any, spec: Any, config: Any) -> int | None:
+def _holdout_steps(panel: Panel, spec: ModelSpec, config: Config) -> int | None:
     """Steps of the validation slice and of the holdout slice (each), or None if too short."""
     step_days = 86400 // spec.step_seconds
     holdout = int(config.trainer.validation_days * step_days)
@@ -384,7 +397,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fingerprint(panel: Any) -> str:
+def _fingerprint(panel: Panel) -> str:
     import hashlib
 
     import numpy as np

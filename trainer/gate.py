@@ -10,6 +10,7 @@ model by the configured margin.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import Enum
 
 import numpy as np
 
@@ -32,11 +33,24 @@ class Scores:
         return {"sql": self.sql, "mase": self.mase, "coverage": self.coverage, "series": self.series}
 
 
+class Verdict(Enum):
+    """Why the gate decided as it did: the trainer's exit status follows from this, never from the wording."""
+
+    PROMOTE = "promote"
+    UNSCORED = "unscored"  # no finite score on the holdout window: nothing shows it beats the baselines
+    WORSE_THAN_BASELINE = "worse_than_baseline"  # does not beat seasonal-naive / linear
+    NOT_BETTER = "not_better"  # beats the baselines, but not the current model by the margin
+
+
 @dataclass
 class GateDecision:
-    promote: bool
+    verdict: Verdict
     reason: str
     scores: dict[str, Scores] = field(default_factory=dict)
+
+    @property
+    def promote(self) -> bool:
+        return self.verdict is Verdict.PROMOTE
 
 
 def series_scale(panel: Panel, series: np.ndarray, end: np.ndarray, season: int = 288) -> np.ndarray:
@@ -132,13 +146,14 @@ def decide(scores: dict[str, Scores], margin: float) -> GateDecision:
     cand = scores["candidate"].sql
     best_base = min(scores["seasonal_naive"].sql, scores["linear"].sql)
     if not np.isfinite(cand):
-        return GateDecision(False, "candidate could not be scored on the holdout window", scores)
+        return GateDecision(Verdict.UNSCORED, "candidate could not be scored on the holdout window", scores)
     if cand >= best_base:
-        return GateDecision(False, f"candidate sQL {cand:.4f} does not beat the best baseline ({best_base:.4f})",
-                            scores)
+        return GateDecision(Verdict.WORSE_THAN_BASELINE,
+                            f"candidate sQL {cand:.4f} does not beat the best baseline ({best_base:.4f})", scores)
     current = scores.get("current")
     if current is not None and np.isfinite(current.sql) and cand > current.sql * (1 - margin):
-        return GateDecision(False, f"candidate sQL {cand:.4f} is not {margin:.0%} better than the current "
-                            f"model's {current.sql:.4f}", scores)
+        return GateDecision(Verdict.NOT_BETTER, f"candidate sQL {cand:.4f} is not {margin:.0%} better than the "
+                            f"current model's {current.sql:.4f}", scores)
     base = f"current {current.sql:.4f}" if current is not None else "no current model"
-    return GateDecision(True, f"candidate sQL {cand:.4f} beats baselines ({best_base:.4f}) and {base}", scores)
+    return GateDecision(Verdict.PROMOTE, f"candidate sQL {cand:.4f} beats baselines ({best_base:.4f}) and {base}",
+                        scores)

@@ -23,6 +23,7 @@ import numpy as np
 
 from forecaster.contract.calibration import (
     BREACH_HORIZONS,
+    armed_windows,
     breach_features,
     fit_band,
     fit_breach_model,
@@ -427,11 +428,10 @@ def validation_report(model: ForecastModel, val: WindowBatch, q: np.ndarray) -> 
     y = val.target.astype(np.float64)
     report: dict[str, Any] = {"windows": len(val), "coverage_p10_p90": model.band.coverage_after,
                               "coverage_before_calibration": model.band.coverage_before, "breach": {}}
-    armed = np.isfinite(val.threshold) & (val.last_value <= val.threshold)
     for label, H in BREACH_HORIZONS.items():
         if q.shape[1] < H:
             continue
-        known = armed & np.isfinite(y[:, :H]).all(axis=1)
+        known = armed_windows(val, H)
         if not known.any():
             continue
         feats = breach_features(q[known], val.take(known), H)

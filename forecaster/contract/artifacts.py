@@ -4,6 +4,10 @@ The TFT shares some weights, so ``safetensors.torch.save_file(state_dict)`` refu
 ``save_model``/``load_model`` handle shared tensors. Everything that is not a tensor (the
 spec, calibration, signal definitions, training window, scores) is JSON, and the network is
 rebuilt through an allow-list: a model file can name only classes this module knows.
+
+``model.json`` is read through :class:`ModelFile`, a pydantic model of the fields the loader relies
+on; any other field (training window, scores, version) is kept as metadata, unread, so a model
+saved by a newer trainer with more metadata still loads.
 """
 
 from __future__ import annotations
@@ -17,33 +21,77 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
 from forecaster.contract.calibration import BandCalibration, BreachModel
 from forecaster.contract.model import ForecastModel, ModelSpec, build_network
+from toolkit.version import package_version
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+MODEL_FORMAT = "tft-monitor-model"
 # The only network / loss / normaliser combination a model file may ask for.
 ALLOWED_NETWORK = {
     "class": "pytorch_forecasting.TemporalFusionTransformer",
     "loss": "pytorch_forecasting.metrics.QuantileLoss",
     "output_transformer": "pytorch_forecasting.data.encoders.TorchNormalizer(identity)",
 }
-REQUIRED_FIELDS = ("format", "network", "spec", "calibration", "weights_sha256")
+
+
+class _Band(BaseModel):
+    """The band's per-horizon factors; their length is checked against the spec once that is parsed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lower: list[float]
+    upper: list[float]
+    coverage_before: float | None = None
+    coverage_after: float | None = None
+
+
+class _Calibration(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    band: _Band
+    # Optional here only so that a model about to get a new breach model (``refit_breach``) loads
+    # without one; :func:`load_model_dir` requires it otherwise.
+    breach: dict[str, Any] | None = None
+
+
+class ModelFile(BaseModel):
+    """What ``model.json`` must hold; unknown fields are ignored here (they are metadata, not a mistake)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: str
+    network: dict[str, str]
+    spec: dict[str, Any]  # parsed by ModelSpec.from_json, which knows the spec's own rules
+    calibration: _Calibration
+    weights_sha256: str
+
+    # "before" validators, so that anything but the exact values (a string, another dict) gets the
+    # message naming the value rather than a type error.
+    @field_validator("format", mode="before")
+    @classmethod
+    def _ours(cls, value: Any) -> Any:
+        if value != MODEL_FORMAT:
+            raise ValueError(f"format {value!r} is not a tft-monitor model")
+        return value
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _allowed(cls, value: Any) -> Any:
+        if value != ALLOWED_NETWORK:
+            raise ValueError(f"network {value!r} is not on the allow-list")
+        return value
+
+
 # Written by every save; "path" is where a loaded model came from, not part of the model.
-_SAVE_FIELDS = (*REQUIRED_FIELDS, "package_version", "saved_at", "path")
+_SAVE_FIELDS = (*ModelFile.model_fields, "package_version", "saved_at", "path")
 
 
 class ModelLoadError(Exception):
     """A model directory that cannot be used; the message names the file and the problem."""
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("tft-monitor")
-    except Exception:  # not installed as a distribution (e.g. run from a checkout)
-        return "0+unknown"
 
 
 def _sha256(path: Path) -> str:
@@ -68,7 +116,7 @@ def save_model_dir(model: ForecastModel, directory: Path) -> Path:
         # from an earlier save or load, so a re-saved model never describes its old copy.
         meta = {
             **{k: v for k, v in model.metadata.items() if k not in _SAVE_FIELDS},
-            "format": "tft-monitor-model",
+            "format": MODEL_FORMAT,
             "network": dict(ALLOWED_NETWORK),
             "spec": model.spec.to_json(),
             "calibration": {
@@ -91,7 +139,20 @@ def save_model_dir(model: ForecastModel, directory: Path) -> Path:
     return directory
 
 
-def read_metadata(directory: Path) -> dict[str, Any]:
+def _problem(exc: ValidationError) -> str:
+    """One line naming the field: a missing field first (the most common damage), else the first error."""
+    errors = exc.errors()
+    first = next((e for e in errors if e["type"] == "missing"), errors[0])
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "missing":
+        return f"missing field '{where}'"
+    if first["type"] == "value_error":  # ModelFile's own checks, whose messages name the field
+        return first["msg"].removeprefix("Value error, ")
+    return f"{where}: {first['msg']}"
+
+
+def _read_model_file(directory: Path) -> tuple[dict[str, Any], ModelFile]:
+    """The raw JSON object (all metadata) and its validated fields, or a ModelLoadError naming the file."""
     path = Path(directory) / META_FILE
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -101,14 +162,15 @@ def read_metadata(directory: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: not readable JSON ({exc})") from exc
     if not isinstance(meta, dict):
         raise ModelLoadError(f"{path}: expected a JSON object")
-    for name in REQUIRED_FIELDS:
-        if name not in meta:
-            raise ModelLoadError(f"{path}: missing field '{name}'")
-    if meta["format"] != "tft-monitor-model":
-        raise ModelLoadError(f"{path}: format {meta['format']!r} is not a tft-monitor model")
-    if meta["network"] != ALLOWED_NETWORK:
-        raise ModelLoadError(f"{path}: network {meta['network']!r} is not on the allow-list")
-    return meta
+    try:
+        return meta, ModelFile.model_validate(meta)
+    except ValidationError as exc:
+        raise ModelLoadError(f"{path}: {_problem(exc)}") from exc
+
+
+def read_metadata(directory: Path) -> dict[str, Any]:
+    """The whole ``model.json`` object, once it has passed :class:`ModelFile`'s checks."""
+    return _read_model_file(directory)[0]
 
 
 def load_model_dir(directory: Path, verify_checksum: bool = True, refit_breach: bool = False) -> ForecastModel:
@@ -122,17 +184,18 @@ def load_model_dir(directory: Path, verify_checksum: bool = True, refit_breach: 
     from safetensors.torch import load_model
 
     directory = Path(directory)
-    meta = read_metadata(directory)
+    meta, model_file = _read_model_file(directory)
     meta_path = directory / META_FILE
+    cal = model_file.calibration
+    if cal.breach is None and not refit_breach:
+        raise ModelLoadError(f"{meta_path}: missing field 'calibration.breach'")
     try:
-        spec = ModelSpec.from_json(meta["spec"])
-        cal = meta["calibration"]
-        band_data = cal["band"]
-        band = BandCalibration([float(v) for v in band_data["lower"]], [float(v) for v in band_data["upper"]],
-                               band_data.get("coverage_before"), band_data.get("coverage_after"))
+        spec = ModelSpec.from_json(model_file.spec)
+        band = BandCalibration(list(cal.band.lower), list(cal.band.upper), cal.band.coverage_before,
+                               cal.band.coverage_after)
         if len(band.lower) != spec.horizon_steps or len(band.upper) != spec.horizon_steps:
             raise ValueError("calibration.band does not match horizon_steps")
-        breach = BreachModel() if refit_breach else BreachModel.from_json(cal["breach"])
+        breach = BreachModel() if refit_breach or cal.breach is None else BreachModel.from_json(cal.breach)
     except (KeyError, TypeError, ValueError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise ModelLoadError(f"{meta_path}: {detail}") from exc
@@ -140,7 +203,7 @@ def load_model_dir(directory: Path, verify_checksum: bool = True, refit_breach: 
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelLoadError(f"{weights}: missing")
-    if verify_checksum and _sha256(weights) != meta["weights_sha256"]:
+    if verify_checksum and _sha256(weights) != model_file.weights_sha256:
         raise ModelLoadError(f"{weights}: checksum does not match model.json (corrupt or replaced)")
     network = build_network(spec)
     try:

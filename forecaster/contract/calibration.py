@@ -238,15 +238,27 @@ def warning_cutoff(prob: np.ndarray, label: np.ndarray) -> tuple[float, float]:
     return float(np.clip(min(cut, f1 / 2.0), 0.01, 0.99)), f1
 
 
+def armed_windows(batch: WindowBatch, horizon: int) -> np.ndarray:
+    """Windows a breach model is fitted and judged on, for one horizon (a boolean mask).
+
+    "Armed": the signal has a threshold and sits at or below it, so a breach is still ahead (a
+    window already above it is in breach, not warning of one); and every target step up to
+    ``horizon`` is known, so whether it breached is a fact, not a guess. Fitting (here) and
+    the validation report (the trainer) must agree on this, or the reliability tables judge the
+    model on windows it was not fitted for.
+    """
+    armed = np.isfinite(batch.threshold) & (batch.last_value <= batch.threshold)
+    return armed & np.isfinite(batch.target[:, :horizon]).all(axis=1)
+
+
 def fit_breach_model(q: np.ndarray, batch: WindowBatch) -> BreachModel:
-    """Fit one logistic per horizon on armed windows (last value at or below the threshold)."""
+    """Fit one logistic per horizon on armed windows (see :func:`armed_windows`)."""
     model = BreachModel()
     y = batch.target.astype(np.float64)
-    armed = np.isfinite(batch.threshold) & (batch.last_value <= batch.threshold)
     for label, H in BREACH_HORIZONS.items():
         if q.shape[1] < H:
             continue
-        known = armed & np.isfinite(y[:, :H]).all(axis=1)
+        known = armed_windows(batch, H)
         X = breach_features(q[known], batch.take(known), H)
         outcome = breach_within(y[known], batch.threshold[known], H).astype(np.float64)
         w = _fit_logistic(X, outcome) if len(X) else _PRIOR.copy()

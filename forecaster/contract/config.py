@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from toolkit.yamlfile import YamlFileError, read_mapping
 
 DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
 DEFAULT_FORECASTER_ADDRESS = "0.0.0.0:8921"
@@ -204,6 +205,9 @@ class ForecasterSection(_Section):
     registry_dir: Path | None = None
     inference_batch_size: int = Field(default=512, ge=1)
     torch_threads: int = Field(default=1, ge=1)
+    # False: serve through the library's forward, not forecaster/contract/fastpath.py (about 3x the
+    # inference CPU); for when the fast path is in doubt even though each model's parity check passes.
+    fast_path: bool = True
     shard: ShardSection = ShardSection()
 
 
@@ -263,27 +267,6 @@ def _format_error(source: str, exc: ValidationError) -> str:
     return f"{source}: {where}: {msg}{more}"
 
 
-def read_yaml(path: Path | None) -> dict[str, Any]:
-    """Read a YAML mapping; a missing path means 'all defaults'."""
-    if path is None:
-        return {}
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return data
-
-
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
@@ -294,7 +277,10 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
 def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> Config:
     """Load and validate; ``overrides`` maps dotted keys (``prometheus.url``) to values from flags."""
     p = Path(path) if path is not None else None
-    data = read_yaml(p)
+    try:
+        data = read_mapping(p)  # no path: {}, all defaults
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from exc
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

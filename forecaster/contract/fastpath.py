@@ -9,7 +9,8 @@ with its own mask fill and division). One forecast cycle of 1,000 hosts x 4 sign
 about 25 s of CPU; the budget is 20 s for the whole cycle.
 
 What it does differently, all exact algebra on the same weights (differences are float
-rounding, ~1e-6; ``tests/test_forecaster_fastpath.py`` checks them against the library):
+rounding, 1e-6 to 1e-5; ``tests/test_forecaster_fastpath.py`` checks them against the library,
+and :func:`for_serving` checks every model again when it is loaded for serving):
 
 * A real input is a scalar per step, and ``prescaler`` and ``fc1`` are affine, so
   ``fc1(prescaler(x)) = x * a + c``: the 16-wide embedding never needs to exist. The
@@ -18,24 +19,42 @@ rounding, ~1e-6; ``tests/test_forecaster_fastpath.py`` checks them against the l
   concatenation of those affine embeddings, so both collapse to a small ``[V, n]`` matrix
   applied to the raw scalars.
 * The per-variable networks run as one batched matmul over stacked weights.
-* The attention heads share their value projection, so ``mean_h(attn_h @ v)`` is
-  ``mean_h(attn_h) @ v``; queries and keys of all heads are one projection each, with the
-  ``1/sqrt(d)`` scale folded into the query weights.
+* The attention's queries and keys of all heads are one projection each (the heads' weights
+  concatenated). The heads share their value projection, so ``v`` is computed once and
+  broadcast to every head without a copy. All heads then go through one fused
+  ``F.scaled_dot_product_attention`` call, given the library's mask inverted (the library's
+  ``True`` masks out, the kernel's attends) and the library's ``1/sqrt(d_k)`` scale as its
+  ``scale=`` argument (no weights are rescaled); it never materialises the [N, heads, D, T]
+  attention weights.
+  The heads' outputs are averaged, ``mean_h(attn_h @ v)`` as in the library, then go through
+  its ``w_h``.
 
 Everything else (static selection, LSTMs, gates, output layer, output transform) calls the
 library's own modules. :func:`supports` checks the structure this relies on; for a network
 built any other way :class:`FastTFT` simply calls the library's ``forward``.
+
+Because all this leans on about 20 of the library's internals, serving never trusts it
+blindly: :func:`for_serving` runs a one-off parity check when a model is loaded and serves
+the model through the library's ``forward`` when the check fails, and
+``forecaster.fast_path: false`` switches the fast path off altogether.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from forecaster.contract.features import build_windows
+from forecaster.contract.model import ModelSpec, to_network_input
+from forecaster.contract.panel import Panel
 
 log = logging.getLogger(__name__)
 
@@ -354,3 +373,137 @@ class FastTFT(nn.Module):
         output = net.pre_output_gate_norm(output, lstm_output[:, E:])
         output = net.output_layer(output)
         return net.transform_output(output, target_scale=x["target_scale"])
+
+
+# --------------------------------------------------------------------------- load-time guard
+
+#: Tolerance of the load-time parity check, as in ``torch.allclose``: every output must satisfy
+#: ``|fast - library| <= PARITY_ATOL + PARITY_RTOL * |library|``. Outputs are in scaled units
+#: (one unit is one standard deviation of the window's history), so 1e-4 is invisible in a
+#: forecast. It is the tolerance ``tests/test_forecaster_fastpath.py`` holds the fast path to,
+#: with headroom over what rounding gives: at most 1e-6 on the shipped model and 1e-5 on
+#: randomised default-size networks with seasonal inputs (outputs up to 5), while breakages
+#: tried on the shipped model were off by 1.2e-3 (a LayerNorm eps 100x too large) to 0.25
+#: (the attention mask dropped; the attention scale squared: 0.11).
+PARITY_ATOL = 1e-4
+PARITY_RTOL = 1e-4
+
+#: Encoder length of the parity batches (at most the model's context). Short on purpose: the
+#: library's forward costs mostly per-module Python overhead, so longer windows would cost more
+#: without running any other code.
+PARITY_ENCODER_STEPS = 32
+
+
+def parity_inputs(spec: ModelSpec) -> list[dict[str, torch.Tensor]]:
+    """Two small deterministic batches, built the way serving builds its own (a synthetic panel
+    through :func:`~forecaster.contract.features.build_windows`), one per path through :func:`_vsn`.
+
+    * Two series with the same history length: their calendar inputs are identical, so the
+      encoder's selection runs both its shared and its per-series branch, as for a fleet with
+      full history.
+    * Two series of different lengths: nothing in the encoder is shared and the attention mask
+      must hide the shorter one's padding, as when some hosts are warming up.
+    """
+    n = min(PARITY_ENCODER_STEPS, spec.context_steps)
+    lengths = (n, n, max(1, n // 2))
+    step = spec.step_seconds
+    T = spec.lookback_steps + 1
+    ts = (1_750_000_000 // step * step) - step * np.arange(T - 1, -1, -1, dtype=np.int64)
+    S = len(spec.signals)
+    rng = np.random.default_rng(0)
+    phase = 2 * np.pi * ts.astype(np.float64) / 86400.0
+    values = np.empty((len(lengths), S, T), dtype=np.float32)
+    for i, length in enumerate(lengths):
+        for j in range(S):
+            values[i, j] = 0.4 + 0.05 * j + 0.2 * np.sin(phase + i + j) + 0.03 * rng.standard_normal(T)
+        # Nothing observed in the context but its last ``length`` steps; older days stay for the
+        # same-time-earlier inputs of a seasonal model.
+        values[i, :, T - spec.context_steps:T - length] = np.nan
+    panel = Panel([f"parity-{i}" for i in range(len(lengths))], list(spec.signals), ts, values, step)
+    series = np.array([(i, i % S) for i in range(len(lengths))])
+    windows = build_windows(panel, series, np.full(len(series), T - 1), spec.window_rules(min_history=1),
+                            spec.signal_codes(), np.full(len(series), 0.9))
+    if len(windows) != len(lengths):
+        raise ValueError(f"parity batch: {len(windows)} of {len(lengths)} windows usable")
+    return [to_network_input(windows.take(np.array([0, 1]))), to_network_input(windows.take(np.array([0, 2])))]
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """What the load-time check found; ``ok`` False means the fast path must not serve the model."""
+
+    ok: bool
+    max_abs_diff: float  # over every output of every batch; NaN when it raised or an output is NaN
+    seconds: float
+    error: str | None = None  # the exception, when one was raised instead of a comparison
+
+
+def check_parity(fast: FastTFT, spec: ModelSpec, atol: float = PARITY_ATOL,
+                 rtol: float = PARITY_RTOL) -> ParityCheck:
+    """Run :func:`parity_inputs` through the library's forward and the fast one and compare.
+
+    Costs about 40 ms at the default size (hidden 32, 8 heads, 96-step horizon) on one thread
+    (35-55 ms measured on a busy 2-core machine; about 5 ms more to build the :class:`FastTFT`),
+    once per model load, which by itself takes about as long. It cannot be a few ms: the
+    library's forward is mostly per-module Python overhead, at least ~10 ms for any batch at
+    that size, and each of the two batches runs it once. Never raises: an exception anywhere
+    is a failed check.
+    """
+    began = time.perf_counter()
+    worst = 0.0
+    ok = True
+    try:
+        was_training = fast.training
+        fast.eval()
+        with torch.inference_mode():
+            for x in parity_inputs(spec):
+                want = fast.network(x)["prediction"]
+                got = fast(x)["prediction"]
+                if got.shape != want.shape:
+                    raise ValueError(f"fast output shape {tuple(got.shape)} != library {tuple(want.shape)}")
+                diff = float((got - want).abs().max()) if got.numel() else 0.0
+                worst = max(worst, diff) if not math.isnan(diff) else math.nan
+                ok = ok and bool(torch.allclose(got, want, atol=atol, rtol=rtol))
+        fast.train(was_training)
+    except Exception as exc:  # a library change can break the fast path in any way; none may stop a load
+        return ParityCheck(False, math.nan, time.perf_counter() - began, f"{type(exc).__name__}: {exc}")
+    return ParityCheck(ok and not math.isnan(worst), worst, time.perf_counter() - began)
+
+
+@dataclass(frozen=True)
+class ServingNetwork:
+    """The network a loaded model is served with, and why that one."""
+
+    network: nn.Module  # a checked FastTFT, or the library's network itself
+    fast_path: bool  # True: predictions go through FastTFT's own forward
+    reason: str  # one phrase for the load log line
+    parity: ParityCheck | None = None  # None when no check ran (switched off, structure not covered)
+
+    @property
+    def parity_failed(self) -> bool:
+        return self.parity is not None and not self.parity.ok
+
+
+def for_serving(network: nn.Module, spec: ModelSpec, *, enabled: bool = True, label: str = "model") -> ServingNetwork:
+    """Wrap a freshly loaded TFT for serving: the fast path only where it is on, covers the
+    structure and gives the library's numbers on :func:`parity_inputs`; the library's network
+    otherwise. A failed (or raising) check logs one WARNING naming ``label`` and the difference.
+    Never raises, so a fast-path problem never stops a model from loading.
+    """
+    if not enabled:
+        return ServingNetwork(network, False, "library forward (fast path switched off)")
+    try:
+        fast = FastTFT(network).eval()
+    except Exception as exc:
+        check = ParityCheck(False, math.nan, 0.0, f"{type(exc).__name__}: {exc}")
+    else:
+        if not fast.fast:
+            return ServingNetwork(network, False, "library forward (structure not covered by the fast path)")
+        check = check_parity(fast, spec)
+        if check.ok:
+            return ServingNetwork(fast, True, f"fast path (parity checked in {check.seconds * 1e3:.0f} ms, "
+                                              f"max abs difference {check.max_abs_diff:.1e})", check)
+    what = (f"raised {check.error}" if check.error is not None
+            else f"max abs difference {check.max_abs_diff:.3g} exceeds {PARITY_ATOL:g} + {PARITY_RTOL:g} x |library|")
+    log.warning("fast path parity check failed for %s: %s; serving it with the library's forward", label, what)
+    return ServingNetwork(network, False, "library forward (fast path parity check failed)", check)

@@ -43,7 +43,8 @@ FORMAT_VERSION = 1
 
 @dataclass
 class ModelSpec:
-    """Everything needed to rebuild the network; stored as ``spec.json`` next to the weights."""
+    """Everything needed to rebuild the network; stored as the ``"spec"`` field of the model
+    directory's ``model.json``, next to ``model.safetensors`` (see :mod:`forecaster.contract.artifacts`)."""
 
     signals: list[str]
     context_steps: int = 288

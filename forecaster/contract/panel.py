@@ -41,9 +41,6 @@ class Panel:
     def n_times(self) -> int:
         return len(self.timestamps)
 
-    def instance_index(self, instance: str) -> int:
-        return self.instances.index(instance)
-
     def select_instances(self, keep: Sequence[str]) -> Panel:
         idx = [self.instances.index(i) for i in keep]
         thr = self.thresholds[idx] if self.thresholds is not None else None
@@ -150,19 +147,6 @@ def panel_from_frame(
         vals[~np.isfinite(vals)] = np.nan
         values[inst_codes, j, slots] = vals
     return Panel(instances, list(signals), timestamps, values, step)
-
-
-def panel_from_long(
-    frame: pd.DataFrame,
-    step: int | None = None,
-    series_col: str = "series_id",
-    time_col: str = "timestamp",
-    value_col: str = "value",
-    signal: str = "value",
-) -> Panel:
-    """Build a one-signal panel from a long table (the benchmark layout: one row per point)."""
-    wide = frame.rename(columns={series_col: "instance", value_col: signal})
-    return panel_from_frame(wide[["instance", time_col, signal]], [signal], step, "instance", time_col)
 
 
 def _to_unix_seconds(column: pd.Series) -> np.ndarray:

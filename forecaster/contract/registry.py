@@ -25,6 +25,9 @@ from forecaster.contract.artifacts import ModelLoadError, save_model_dir
 from forecaster.contract.model import ForecastModel
 
 GLOBAL_SCOPE = "global"
+# The trainer's run metrics (Prometheus text format) live next to the registry it writes, so the
+# forecaster that reads the registry finds them without being told; one name for both sides.
+TRAINER_METRICS_FILE = "trainer_metrics.prom"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 

@@ -16,28 +16,25 @@ immutable state, so a scrape never sees half a cycle and never triggers work:
   self-metrics of :class:`Stats` (cycles, stage durations, failures, Prometheus requests),
   plus the trainer's ``trainer_metrics.prom`` re-exported as parsed.
 
-Self-metrics are plain numbers behind a lock rather than client_python ``Counter`` objects:
-every labelled series exists at 0 from the start, nothing global is registered, and the
-output is deterministic (no ``_created`` series), which the golden-file test relies on.
+Self-metrics are client_python ``Counter``/``Histogram`` objects in a registry of each
+:class:`Stats` (nothing global is registered); every labelled series is created at 0 up front,
+and their ``_created`` series are left out, so the output is deterministic, which the
+golden-file test relies on.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.utils import floatToGoString
 
 from forecaster.contract.config import HORIZON_LABELS, Signal
 from forecaster.contract.prometheus import ENDPOINT_BUILDINFO, ENDPOINT_QUERY, ENDPOINT_QUERY_RANGE, OUTCOMES
@@ -163,83 +160,72 @@ class ForecastCollector:
 # --------------------------------------------------------------------------- self-metrics
 
 
-@dataclass
-class _Histogram:
-    buckets: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * len(self.buckets)
-
-    def observe(self, value: float) -> None:
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-        self.total += value
-        self.count += 1
-
-    def add_to(self, family: HistogramMetricFamily, values: list[str]) -> HistogramMetricFamily:
-        buckets = [(floatToGoString(b), float(c)) for b, c in zip(self.buckets, self.counts, strict=True)]
-        buckets.append(("+Inf", float(self.count)))
-        family.add_metric(values, buckets, self.total)
-        return family
-
-
 class Stats:
-    """Counters and histograms of the service; also the Prometheus client's observer."""
+    """Counters and histograms of the service; also the Prometheus client's observer.
+
+    The lock is not for the metric objects (each is thread-safe) but for the scrape: it sees all
+    of them at one moment, so a cycle counted in ``tft_forecaster_cycles_total`` is also in the
+    duration histogram's count.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.cycles = dict.fromkeys(("success", "failure"), 0)
-        self.failures = dict.fromkeys(FAILURE_STAGES, 0)
-        self.requests = {(e, o): 0 for e in ENDPOINTS for o in OUTCOMES}
-        self.request_seconds = {e: _Histogram(REQUEST_BUCKETS) for e in ENDPOINTS}
-        self.cycle_seconds = _Histogram(CYCLE_BUCKETS)
+        self._registry = CollectorRegistry(auto_describe=False)
+        # Registered in the order they are exposed.
+        self._cycle_seconds = Histogram("tft_forecaster_cycle_duration_seconds",
+                                        "Duration of whole forecast cycles (query to publish).",
+                                        buckets=CYCLE_BUCKETS, registry=self._registry)
+        self._cycles = Counter("tft_forecaster_cycles", "Forecast cycles by outcome.", ["outcome"],
+                               registry=self._registry)
+        self._failures = Counter("tft_forecaster_failures", "Failed cycle stages (each counted once per cycle).",
+                                 ["stage"], registry=self._registry)
+        self._requests = Counter("tft_forecaster_prometheus_requests",
+                                 "HTTP requests to Prometheus (retries and chunks included), by outcome.",
+                                 ["endpoint", "outcome"], registry=self._registry)
+        self._request_seconds = Histogram("tft_forecaster_prometheus_request_duration_seconds",
+                                          "Duration of HTTP requests to Prometheus.", ["endpoint"],
+                                          buckets=REQUEST_BUCKETS, registry=self._registry)
+        # Every series at 0 from the start (an alert on a rate needs the series before the first
+        # failure), created in the order they are exposed: series appear in creation order.
+        for outcome in ("success", "failure"):
+            self._cycles.labels(outcome)
+        for stage in FAILURE_STAGES:
+            self._failures.labels(stage)
+        for endpoint, outcome in sorted(itertools.product(ENDPOINTS, OUTCOMES)):
+            self._requests.labels(endpoint, outcome)
+        for endpoint in sorted(ENDPOINTS):
+            self._request_seconds.labels(endpoint)
 
     def on_request(self, endpoint: str, seconds: float, outcome: str) -> None:
         with self._lock:
-            key = (endpoint, outcome if outcome in OUTCOMES else "error")
-            self.requests[key] = self.requests.get(key, 0) + 1
-            self.request_seconds.setdefault(endpoint, _Histogram(REQUEST_BUCKETS)).observe(seconds)
+            self._requests.labels(endpoint, outcome if outcome in OUTCOMES else "error").inc()
+            self._request_seconds.labels(endpoint).observe(seconds)
 
     def count_cycle(self, seconds: float, success: bool, failed_stages: Iterable[str]) -> None:
         with self._lock:
-            self.cycles["success" if success else "failure"] += 1
-            self.cycle_seconds.observe(seconds)
+            self._cycles.labels("success" if success else "failure").inc()
+            self._cycle_seconds.observe(seconds)
             for stage in failed_stages:
-                self.failures[stage] = self.failures.get(stage, 0) + 1
+                self._failures.labels(stage).inc()
 
     def count_failure(self, stage: str) -> None:
         with self._lock:
-            self.failures[stage] = self.failures.get(stage, 0) + 1
+            self._failures.labels(stage).inc()
 
     def families(self) -> list[Metric]:
+        """The self-metric families, without client_python's ``_created`` series.
+
+        ``_created`` adds a series per counter and histogram series whose value changes at every
+        restart. client_python can only switch it off for the whole process
+        (``disable_created_metrics()`` or ``PROMETHEUS_DISABLE_CREATED_SERIES``), which is not this
+        module's decision to make, so the samples are dropped from these families only.
+        """
         with self._lock:
-            out: list[Metric] = [self.cycle_seconds.add_to(HistogramMetricFamily(
-                "tft_forecaster_cycle_duration_seconds", "Duration of whole forecast cycles (query to publish)."), [])]
-            c = CounterMetricFamily("tft_forecaster_cycles", "Forecast cycles by outcome.", labels=["outcome"])
-            for outcome, n in self.cycles.items():
-                c.add_metric([outcome], n)
-            out.append(c)
-            c = CounterMetricFamily("tft_forecaster_failures", "Failed cycle stages (each counted once per cycle).",
-                                    labels=["stage"])
-            for stage, n in self.failures.items():
-                c.add_metric([stage], n)
-            out.append(c)
-            c = CounterMetricFamily("tft_forecaster_prometheus_requests",
-                                    "HTTP requests to Prometheus (retries and chunks included), by outcome.",
-                                    labels=["endpoint", "outcome"])
-            for (endpoint, outcome), n in sorted(self.requests.items()):
-                c.add_metric([endpoint, outcome], n)
-            out.append(c)
-            h = HistogramMetricFamily("tft_forecaster_prometheus_request_duration_seconds",
-                                      "Duration of HTTP requests to Prometheus.", labels=["endpoint"])
-            for endpoint, hist in sorted(self.request_seconds.items()):
-                hist.add_to(h, [endpoint])
-            out.append(h)
-            return out
+            families = list(self._registry.collect())
+        for family in families:
+            created = f"{family.name}_created"
+            family.samples = [sample for sample in family.samples if sample.name != created]
+        return families
 
 
 @dataclass(frozen=True)
@@ -288,12 +274,19 @@ def _model_families(v: View) -> list[Metric]:
                              labels=["version", "trained_at", "scope", "source"])
     fallback = GaugeMetricFamily("tft_model_fallback", "1 while the forecaster serves the seasonal-naive "
                                  "fallback because no model could be loaded, else 0.")
-    out: list[Metric] = [info, fallback]
+    fast = GaugeMetricFamily("tft_model_fast_path", "1 while the model is served through the fast TFT forward, 0 "
+                             "through the library's (fast path switched off, or its load-time parity check failed).",
+                             labels=["scope", "version"])
+    parity = CounterMetricFamily("tft_forecaster_fast_path_parity_failures", "Model loads whose check of the fast "
+                                 "TFT forward against the library's failed, so the library's serves the model.")
+    out: list[Metric] = [info, fallback, fast, parity]
     models = v.models
+    parity.add_metric([], models.fast_path_parity_failures if models is not None else 0)
     if models is None:
         return out
     for m in models.loaded():
         info.add_metric([m.version, m.trained_at, m.scope, "model"], 1)
+        fast.add_metric([m.scope, m.version], 1 if m.fast_path else 0)
     if models.in_fallback:
         info.add_metric([FALLBACK_VERSION, "", GLOBAL_SCOPE, "fallback"], 1)
     fallback.add_metric([], 1 if models.in_fallback else 0)

@@ -34,24 +34,15 @@ from prometheus_client.core import Metric
 
 from forecaster.contract.config import Config
 from forecaster.contract.prometheus import PrometheusAPI
+from forecaster.contract.registry import TRAINER_METRICS_FILE
 from forecaster.serving import exposition
 from forecaster.serving.cycle import CycleResult, run_cycle
-from forecaster.serving.exposition import ForecastCollector, StateCollector, Stats, View
+from forecaster.serving.exposition import StateCollector, Stats, View
 from forecaster.serving.snapshot import MAX_HORIZON_SECONDS, ForecastSet, breaches, forecasts_document, iso
 from forecaster.serving.store import ModelSet, ModelStore, default_registry_dir
+from toolkit.version import package_version
 
 log = logging.getLogger(__name__)
-
-TRAINER_METRICS_FILE = "trainer_metrics.prom"  # written by trainer/cron.py next to the registry
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("tft-monitor")
-    except Exception:  # running from a checkout that is not installed
-        return "0+unknown"
 
 
 def set_torch_threads(threads: int) -> None:
@@ -125,7 +116,8 @@ class Service:
         self.source = Path(config.forecaster.registry_dir or default_registry_dir())
         self.store = store or ModelStore(self.source, step_seconds=config.model.step_seconds,
                                          signals=[s.name for s in config.signals],
-                                         on_error=lambda _message: self.stats.count_failure("model_load"))
+                                         on_error=lambda _message: self.stats.count_failure("model_load"),
+                                         fast_path=config.forecaster.fast_path)
         metrics_file = config.trainer.metrics_file
         if metrics_file is None and not (self.source / "model.json").exists():
             metrics_file = self.source / TRAINER_METRICS_FILE
@@ -135,7 +127,6 @@ class Service:
         self._published = Published()
         self._publish_lock = threading.Lock()
         self._cycle_lock = threading.Lock()
-        self.forecast_collector = ForecastCollector(lambda: self._published.forecasts)
         self.state_collector = StateCollector(self.view, self.stats)
         from prometheus_client import ProcessCollector
 
@@ -372,12 +363,13 @@ def start(config: Config, *, address: str | None = None, scheduler: bool = True,
     ``address`` defaults to ``forecaster.listen_address``; ``127.0.0.1:0`` picks a free port.
     ``kwargs`` go to :class:`Service` (client, store, clock: the test seams).
     """
-    from forecaster.serving.web import make_app, parse_listen_address, serve
+    from forecaster.serving.web import make_app
+    from toolkit.http import parse_listen_address, serve, server_url
 
     address = address or config.forecaster.listen_address
     parse_listen_address(address)
     holder: dict[str, Service] = {}
-    server, thread = serve(make_app(_Deferred(holder)), address)
+    server, thread = serve(make_app(_Deferred(holder)), address, name="tft-forecaster-http")
     try:
         service = Service(config, **kwargs)
     except BaseException:
@@ -387,9 +379,7 @@ def start(config: Config, *, address: str | None = None, scheduler: bool = True,
     holder["service"] = service
     if scheduler:
         service.start_scheduler(watch_seconds=watch_seconds)
-    host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in str(host) else ("127.0.0.1" if host in ("0.0.0.0", "") else str(host))
-    return RunningService(service, server, thread, f"http://{shown}:{port}")
+    return RunningService(service, server, thread, server_url(server))
 
 
 class _Deferred:

@@ -18,6 +18,10 @@ Rules, and why:
   that host, for the signals it knows.
 * A model must use the configured step (``model.step_seconds``): serving it at another step
   would feed it calendar features and history lengths it never saw.
+* A loaded TFT is served through the fast forward pass only once it has given the library's
+  numbers on a small synthetic batch (:func:`~forecaster.contract.fastpath.for_serving`); a model
+  that fails that check is served by the library's forward instead, still served rather than
+  rejected, and the failure is counted (``ModelSet.fast_path_parity_failures``).
 
 ``source`` may be a registry root or a single model directory (one holding ``model.json``),
 so ``--model.dir`` can point at either.
@@ -74,6 +78,7 @@ class LoadedModel:
     trained_at: str
     path: Path
     key: tuple[Any, ...]
+    fast_path: bool = False  # served through the checked fast forward pass, not the library's
 
     @property
     def trained_at_unix(self) -> float | None:
@@ -92,6 +97,7 @@ class ModelSet:
     host_models: dict[str, LoadedModel] = field(default_factory=dict)  # by scope
     fallback_reason: str | None = None
     last_error: str | None = None
+    fast_path_parity_failures: int = 0  # models the fast path failed its load-time check for, since start
 
     @property
     def in_fallback(self) -> bool:
@@ -136,22 +142,25 @@ def _file_key(directory: Path) -> tuple[Any, ...]:
 
 def _default_loader(path: Path) -> ForecastModel:
     from forecaster.contract.artifacts import load_model_dir
-    from forecaster.contract.fastpath import FastTFT
-    from forecaster.contract.model import ForecastModel
 
-    model = load_model_dir(path)
-    return ForecastModel(model.spec, FastTFT(model.network).eval(), model.band, model.breach, model.metadata)
+    return load_model_dir(path)
 
 
 class ModelStore:
-    """Loads and reloads models from a registry (or one model directory); thread-safe."""
+    """Loads and reloads models from a registry (or one model directory); thread-safe.
+
+    ``fast_path`` (``forecaster.fast_path``) False serves every model through the library's
+    forward, for when the fast path itself is in doubt.
+    """
 
     def __init__(self, source: Path | str, *, step_seconds: int, signals: list[str],
                  loader: Callable[[Path], ForecastModel] | None = None,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None, fast_path: bool = True) -> None:
         self.source = Path(source)
         self.step_seconds = step_seconds
         self.signals = list(signals)
+        self.fast_path = fast_path
+        self._parity_failures = 0
         self._loader = loader or _default_loader
         self._on_error = on_error
         self._lock = threading.Lock()
@@ -168,7 +177,8 @@ class ModelStore:
     def current(self) -> ModelSet:
         with self._lock:
             hosts = {s: m for s, m in self._models.items() if s != GLOBAL_SCOPE}
-            return ModelSet(self._models.get(GLOBAL_SCOPE), hosts, self._fallback_reason, self._last_error)
+            return ModelSet(self._models.get(GLOBAL_SCOPE), hosts, self._fallback_reason, self._last_error,
+                            fast_path_parity_failures=self._parity_failures)
 
     def refresh(self) -> list[str]:
         """Load whatever changed; returns the new load errors (one line each, already logged)."""
@@ -250,10 +260,25 @@ class ModelStore:
         meta = model.metadata
         version = str(meta.get("version") or path.name)
         trained_at = str(meta.get("trained_at") or meta.get("saved_at") or "")
-        self._models[scope] = LoadedModel(model, scope, version, trained_at, path, key)
+        model, fast_path, how = self._for_serving(model, scope, version)
+        self._models[scope] = LoadedModel(model, scope, version, trained_at, path, key, fast_path)
         what = "reloaded" if current is not None else "loaded"
-        log.info("%s model %s version %s (trained %s) from %s in %.1fs", what, scope, version,
-                 trained_at or "at an unknown time", path, time.monotonic() - began)
+        log.info("%s model %s version %s (trained %s) from %s in %.1fs; %s", what, scope, version,
+                 trained_at or "at an unknown time", path, time.monotonic() - began, how)
+
+    def _for_serving(self, model: ForecastModel, scope: str, version: str) -> tuple[ForecastModel, bool, str]:
+        """The model with the network it is served through: the fast path if on and checked."""
+        from forecaster.contract.fastpath import for_serving
+        from forecaster.contract.model import ForecastModel
+
+        served = for_serving(model.network, model.spec, enabled=self.fast_path,
+                             label=f"model {scope} version {version}")
+        if served.parity_failed:
+            self._parity_failures += 1
+        if served.network is model.network:
+            return model, served.fast_path, served.reason
+        return (ForecastModel(model.spec, served.network, model.band, model.breach, model.metadata),
+                served.fast_path, served.reason)
 
     def _check(self, model: ForecastModel, path: Path) -> None:
         spec = model.spec

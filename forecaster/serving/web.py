@@ -1,7 +1,7 @@
-"""The HTTP side: a WSGI app for ``/metrics``, health, readiness and the JSON API, and its server.
+"""The HTTP side: a WSGI app for ``/metrics``, health, readiness and the JSON API.
 
-A WSGI app (not handler code inside a server) so tests call it in-process, and a threaded
-``wsgiref`` server so a slow client never blocks a scrape. Every handler only reads state that
+A WSGI app (not handler code inside a server) so tests call it in-process; :func:`toolkit.http.serve`
+runs it, threaded so a slow client never blocks a scrape, as it runs the exporter's. Every handler only reads state that
 the last cycle published; none of them queries Prometheus or runs the model.
 
 Endpoints: ``/metrics``, ``/-/healthy``, ``/-/ready`` (503 until a model is loaded and a cycle
@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
-from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
+from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from forecaster.serving.exposition import CONTENT_TYPE
+from toolkit.http import StartResponse, WSGIApp
 
 log = logging.getLogger(__name__)
-
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
 class Backend(Protocol):
@@ -54,7 +49,7 @@ INDEX = """<html><head><title>tft-forecaster</title></head><body>
 """
 
 
-def make_app(backend: Backend) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+def make_app(backend: Backend) -> WSGIApp:
     """The WSGI application serving ``backend``."""
 
     def reply(start: StartResponse, status: str, body: bytes, ctype: str, head: bool) -> list[bytes]:
@@ -96,37 +91,3 @@ def make_app(backend: Backend) -> Callable[[dict[str, Any], StartResponse], Iter
         return reply(start, "404 Not Found", b"404 page not found\n", "text/plain; charset=utf-8", head)
 
     return app
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _IPv6Server(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - %s", self.address_string(), format % args)
-
-
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """``host:port``, ``:port`` or ``[v6]:port`` -> (host, port); raises ValueError with a readable message."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen address {address!r} must be host:port")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
-def serve(app: Callable[..., Iterable[bytes]], address: str) -> tuple[WSGIServer, threading.Thread]:
-    """Bind ``address`` and serve from a daemon thread; raises OSError when the port is taken."""
-    host, port = parse_listen_address(address)
-    server_class = _IPv6Server if ":" in host else _ThreadingServer
-    server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="tft-forecaster-http", daemon=True)
-    thread.start()
-    return server, thread

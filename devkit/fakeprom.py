@@ -1,4 +1,4 @@
-"""A tiny in-process fake of the Prometheus HTTP API, for unit and fault tests.
+"""A tiny in-process fake of the Prometheus HTTP API, for unit and fault tests and for benchmarks.
 
 It is a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (free port) in a daemon thread. It
 serves synthetic series through ``/api/v1/query_range`` and ``/api/v1/query`` (enforcing

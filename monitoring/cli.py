@@ -1,0 +1,72 @@
+"""Generate the Prometheus rules, the Grafana-managed alert rules and the Grafana dashboards.
+
+Every selector, cut-off and duration lives in ``monitoring.settings.SETTINGS``; the signal
+recording rules come from the forecaster's signal definitions (the built-in ones, or those of
+``--config.file``), so the "actual" that forecasts are scored against is exactly what the
+forecaster forecasts.
+
+Usage::
+
+    tft-monitoring                           # rewrite the generated files (or: python3 -m monitoring)
+    tft-monitoring --check                   # exit 1 if a committed file is stale (CI)
+    tft-monitoring --config.file my.yml      # signals from your config
+
+Exit statuses: 0 up to date (or written), 1 stale files under ``--check``, 2 a bad config file
+or argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from forecaster.contract.config import DEFAULT_SIGNALS
+from monitoring.files import outputs
+
+# The checkout this package sits in: the generated files are committed next to it, and the
+# package is installed editable (as the Dockerfile does), so this resolves from any cwd.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or, with ``--check``, only compare) every file of :func:`monitoring.files.outputs`.
+
+    Files whose content is already right are left untouched, so their mtimes do not change and
+    Grafana and Prometheus see no spurious reload.
+    """
+    parser = argparse.ArgumentParser(prog="tft-monitoring", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is missing or stale")
+    parser.add_argument("--config.file", dest="config_file", type=Path,
+                        help="take the signals from this tft-monitor config (default: the built-in signals)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="repository root to write into")
+    args = parser.parse_args(argv)
+    signals = DEFAULT_SIGNALS
+    if args.config_file is not None:
+        from forecaster.contract.config import ConfigError, load_config
+
+        try:
+            signals = load_config(args.config_file).signals
+        except ConfigError as exc:
+            print(f"tft-monitoring: {exc}", file=sys.stderr)
+            return 2
+    stale = []
+    for rel, content in outputs(signals).items():
+        path = args.root / rel
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == content:
+            continue
+        if args.check:
+            stale.append(str(rel))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+        print(f"wrote {rel}")
+    if stale:
+        print("stale generated files (run tft-monitoring):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""PromQL fragments shared by the rules, the alerts and the dashboards.
+
+The breach-probability condition appears in three places (the alert rules, Grafana's copy of
+them and the fleet dashboard's "hosts at risk" counts); building it here keeps the dashboard
+counting exactly what the alerts fire on.
+"""
+
+from __future__ import annotations
+
+from monitoring.settings import SETTINGS
+
+
+def one_line(expr: str) -> str:
+    """Collapse whitespace: Grafana queries and dashboard targets are stored on one line."""
+    return " ".join(expr.split())
+
+
+def num(v: float) -> str:
+    """A cut-off as PromQL text: ``1`` rather than ``1.0``, so the rule files read as written by hand."""
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def block(expr: str) -> str:
+    """Parenthesise a multi-line expression, indented, so it stays readable in a YAML ``|`` block."""
+    return "(\n" + "".join(f"  {ln}\n" for ln in expr.splitlines()) + ")"
+
+
+def cutoff_expr(horizon: str) -> str:
+    """The breach-probability cut-off at ``horizon``: one series, labelled ``horizon`` only.
+
+    ``max by (horizon)`` makes it one series whatever the number of forecaster replicas
+    (shards serve the same model), so the join below never fails on duplicates;
+    ``absent_cutoff`` stands in where no replica exports one.
+    """
+    return (f'max by (horizon) (tft_breach_probability_cutoff{{horizon="{horizon}"}})\n'
+            f'or\nlabel_replace(vector({num(SETTINGS.absent_cutoff)}), "horizon", "{horizon}", "", "")')
+
+
+def breach_probability(horizon: str, by: str = "instance, signal, horizon") -> str:
+    """``max by`` so that forecaster replicas serving the same series count once."""
+    return f'max by ({by}) (tft_breach_probability{{horizon="{horizon}"}})'
+
+
+def at_or_above_cutoff(value: str, horizon: str) -> str:
+    """PromQL: ``value`` (series labelled ``horizon``) where it reaches that horizon's cut-off."""
+    return f"{value} >= on (horizon) group_left () ({one_line(cutoff_expr(horizon))})"
