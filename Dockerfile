@@ -24,12 +24,19 @@ COPY . .
 # /models is the registry the containers use (config/compose.yml). It starts as a copy of the
 # model shipped in the repository (models/, when there is one): Docker seeds an empty named
 # volume mounted there from the image, so a fresh stack serves a trained model at once.
+# The checkout stays root-owned and read-only to the runtime user; what the commands write
+# relative to their working directory (the trainer's runs/train: best-epoch checkpoint, Lightning's
+# CSV logs; trainer.work_dir moves it) and library caches under HOME go to /var/lib/tft-monitor,
+# which tft owns.
 RUN pip install -e . \
- && useradd --system --uid 10001 --home-dir /opt/tft-monitor --shell /usr/sbin/nologin tft \
- && mkdir -p /models \
+ && useradd --system --user-group --uid 10001 --home-dir /var/lib/tft-monitor --shell /usr/sbin/nologin tft \
+ && mkdir -p /models /var/lib/tft-monitor \
  && if [ -d models ]; then cp -a models/. /models/; fi \
- && chown -R tft /models
+ && chown -R tft /models \
+ && chown tft:tft /var/lib/tft-monitor
 
+ENV HOME=/var/lib/tft-monitor
+WORKDIR /var/lib/tft-monitor
 USER tft
 EXPOSE 8920 8921
 CMD ["tft-forecaster", "--help"]

@@ -3,6 +3,7 @@
     python3 benchmarks/forecaster_cycle.py                 # 100, 1,000 and 5,000 hosts x 4 signals
     python3 benchmarks/forecaster_cycle.py --hosts 1000    # one size
     python3 benchmarks/forecaster_cycle.py --hosts 1000 --seasonal-days 7   # a model reading 8 days per series
+    python3 benchmarks/forecaster_cycle.py --hosts 5000 --shard.count 2     # shard 0 of 2 (docs/OPERATIONS.md)
 
 Each size runs in a fresh subprocess, so peak RSS (``resource.getrusage``) is that size's own.
 Prometheus is ``devkit/fakeprom.py`` serving pre-rendered ``query_range`` JSON over real HTTP
@@ -12,6 +13,9 @@ the registry's ``latest`` when ``--model.dir`` holds one, else a default-size TF
 8 heads, 288 + 96 steps) with random weights, saved and loaded through a registry like a real
 one: speed does not depend on the weights. Two cycles run; the table shows the second (the
 first also pays one-off warm-up), plus a ``/metrics`` scrape over HTTP after it.
+
+With ``--shard.count N`` the process is shard 0 of N: it still queries (and decodes) the whole
+fleet, then forecasts only its share, which is what sizing a sharded deployment needs to know.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def _registry(tmp: Path, model_dir: Path | None, seasonal_days: int) -> Path:
     return registry.root
 
 
-def run_one(hosts: int, model_dir: Path | None, seasonal_days: int) -> dict[str, float]:
+def run_one(hosts: int, model_dir: Path | None, seasonal_days: int, shards: int = 1) -> dict[str, float]:
     import requests
 
     from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
@@ -83,7 +87,8 @@ def run_one(hosts: int, model_dir: Path | None, seasonal_days: int) -> dict[str,
     with FakePrometheus() as fake:
         fake.always(QUERY_RANGE, lambda rec: Reply(200, bodies[rec.params["query"]],
                                                    {"Content-Type": "application/json"}))
-        data = {"prometheus": {"url": fake.url}, "forecaster": {"registry_dir": str(root)}}
+        data = {"prometheus": {"url": fake.url},
+                "forecaster": {"registry_dir": str(root), "shard": {"count": shards, "index": 0}}}
         config = parse_config(data)
         running = start(config, address="127.0.0.1:0", scheduler=False, clock=lambda: NOW + 30)
         try:
@@ -114,14 +119,17 @@ def main() -> int:
     p.add_argument("--model.dir", dest="model_dir", type=Path, default=None)
     p.add_argument("--seasonal-days", type=int, default=0,
                    help="random-weights model only: days of same-time inputs (more history per query)")
+    p.add_argument("--shard.count", dest="shards", type=int, default=1,
+                   help="run as shard 0 of this many (the fleet is still queried whole)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.hosts[0], args.model_dir, args.seasonal_days)))
+        print(json.dumps(run_one(args.hosts[0], args.model_dir, args.seasonal_days, args.shards)))
         return 0
     rows = []
     for n in args.hosts:
-        cmd = [sys.executable, __file__, "--child", "--hosts", str(n), "--seasonal-days", str(args.seasonal_days)]
+        cmd = [sys.executable, __file__, "--child", "--hosts", str(n), "--seasonal-days", str(args.seasonal_days),
+               "--shard.count", str(args.shards)]
         if args.model_dir:
             cmd += ["--model.dir", str(args.model_dir)]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -136,7 +144,8 @@ def main() -> int:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    print(f"\nmodel: {rows[0]['model']}; cpu: {os.cpu_count()} cores; torch threads: 1")
+    shard = f"; shard 0 of {args.shards}" if args.shards > 1 else ""
+    print(f"\nmodel: {rows[0]['model']}; cpu: {os.cpu_count()} cores; torch threads: 1{shard}")
     return 0
 
 

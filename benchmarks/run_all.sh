@@ -41,7 +41,7 @@ if [ "$QUICK" = 1 ]; then
   run "Early warning on simulated fleets" python3 benchmarks/early_warning.py "${MODEL_ARGS[@]}" --hosts 8 --days 3
   run "Forecaster cycle by fleet size" python3 benchmarks/forecaster_cycle.py --hosts 100 1000 "${MODEL_ARGS[@]}"
   run "Exporter scrape time" python3 benchmarks/exporter_scrape.py --requests 100
-  run "Training throughput" python3 benchmarks/training_throughput.py --batches 2 6
+  run "Training throughput" python3 benchmarks/training_throughput.py --batches 6 --skip 1 --repeats 1
   run "Backfill speed" python3 benchmarks/backfill_speed.py --hosts 20
   run "Demo start-up and lead times" python3 benchmarks/demo_startup.py --for 2m "${MODEL_ARGS[@]}"
 else

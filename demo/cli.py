@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from toolkit.cli import Parser, UsageError, add_log_flags
+from toolkit.cli import Parser, UsageError, add_log_flags, add_version_flag
 
 if TYPE_CHECKING:  # the real imports stay inside the functions, so that a usage error costs nothing
     from demo.pipeline import DemoSettings, Pipeline
@@ -46,6 +46,7 @@ MAX_HOSTS = 2000
 
 def _run_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_flag(p)
     p.add_argument("--hosts", type=int, default=10, help="simulated hosts (default: 10)")
     p.add_argument("--days", type=float, default=30.0, help="days of history to backfill (default: 30)")
     p.add_argument("--scenario", default="degrading", help="healthy, degrading (default) or critical")

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 _EXPORTS = {
     "Fleet": "exporter.simulation",
     "HostModel": "exporter.simulation",
@@ -40,7 +38,7 @@ _EXPORTS = {
 
 __all__ = [
     "DEFAULT_SIGNAL_NAMES", "KIND_NAMES", "SCENARIOS", "SIGNAL_QUERIES", "THRESHOLDS", "ExporterSection", "Fleet",
-    "HostModel", "Incident", "IncidentRecord", "__version__", "backfill", "host_names", "load_exporter_config",
+    "HostModel", "Incident", "IncidentRecord", "backfill", "host_names", "load_exporter_config",
     "start_server", "stop_server",
 ]
 

@@ -20,16 +20,17 @@ run Prometheus with a retention longer than the backfilled range
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from exporter.families import FAMILIES, SIGNAL_CPU_MODES, SIGNAL_FAMILIES
 from exporter.incidents import incidents_document, iso, write_incidents
 from exporter.profiles import CPU_MODES, host_spec
 from exporter.simulation import RATE_WINDOW, Fleet
+from toolkit.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -141,14 +143,20 @@ class _Writer:
 
 
 def write_openmetrics(fleet: Fleet, hosts: Sequence[str], times: np.ndarray, path: Path, *, job: str,
-                      series: str = "signals", label: str = "") -> int:
-    """Write the hosts' history to ``path`` (families contiguous, ends with ``# EOF``); returns samples."""
+                      series: str = "signals", label: str = "",
+                      on_progress: Callable[[int], None] | None = None) -> int:
+    """Write the hosts' history to ``path`` (families contiguous, ends with ``# EOF``); returns samples.
+
+    ``on_progress`` is called with the samples written so far after each host of each family; with
+    it, that is the sign of life, and the per-family lines are logged at debug level only.
+    """
     if series == "signals":
         families: Sequence[str] = SIGNAL_FAMILIES
         cpu_modes: tuple[str, ...] | None = SIGNAL_CPU_MODES
         root_only = True
     else:
         families, cpu_modes, root_only = tuple(FAMILIES), None, False
+    level = logging.INFO if on_progress is None else logging.DEBUG
     with open(path, "wb", buffering=1 << 22) as fh:
         writer = _Writer(fh, times)
         started = last_note = time.monotonic()
@@ -156,7 +164,7 @@ def write_openmetrics(fleet: Fleet, hosts: Sequence[str], times: np.ndarray, pat
             writer.header(family_name)
             sparse = family_name == "tft_sim_incident_active"
             for number, host in enumerate(hosts, start=1):
-                if time.monotonic() - last_note > 15.0:  # a sign of life on long runs
+                if on_progress is None and time.monotonic() - last_note > 15.0:  # a sign of life on long runs
                     last_note = time.monotonic()
                     logger.info("%s%s: family %d/%d %s, host %d/%d", label, path.name, done, len(families),
                                 family_name, number, len(hosts))
@@ -167,8 +175,10 @@ def write_openmetrics(fleet: Fleet, hosts: Sequence[str], times: np.ndarray, pat
                     # Ground truth is written only while active: a handful of samples, not 30 days of 0.
                     writer.series(family_name, _label_text((*target, *labels)), values,
                                   keep=values > 0 if sparse else None)
-            logger.info("%s%s: family %d/%d %s, %d samples so far (%.1fs)", label, path.name, done, len(families),
-                        family_name, writer.samples, time.monotonic() - started)
+                if on_progress is not None:
+                    on_progress(writer.samples)
+            logger.log(level, "%s%s: family %d/%d %s, %d samples so far (%.1fs)", label, path.name, done,
+                       len(families), family_name, writer.samples, time.monotonic() - started)
         fh.write(b"# EOF\n")
     return writer.samples
 
@@ -186,6 +196,8 @@ class _Converter:
         self.workers = workers
         self.keep_text = keep_text
         self.running: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.finished = 0
+        self.on_finished: Callable[[int], None] | None = None  # called with the parts converted so far
 
     def submit(self, command: list[str], path: Path) -> None:
         while len(self.running) >= self.workers:
@@ -208,12 +220,29 @@ class _Converter:
         logger.debug("promtool output for %s:\n%s", path, text)
         if not self.keep_text:
             path.unlink(missing_ok=True)
+        self.finished += 1
+        if self.on_finished is not None:
+            self.on_finished(self.finished)
+
+
+def _progress_of_part(bar: Progress | None, before: int, number: int, parts: int) -> Callable[[int], None] | None:
+    """The ``on_progress`` of part ``number``: its samples added to those of the parts before it."""
+    if bar is None:
+        return None
+
+    def update(samples: int) -> None:
+        bar.update(before + samples, f"part {number}/{parts}")
+
+    return update
 
 
 def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0, parquet: Path | None = None,
              blocks: bool = True, job: str = "node", series: str = "signals", jobs: int | None = None,
-             keep_text: bool = False, now: float | None = None) -> BackfillResult:
+             keep_text: bool = False, now: float | None = None, progress: TextIO | None = None) -> BackfillResult:
     """Write ``days`` of history for the fleet into ``out_dir`` (see the module docstring).
+
+    With ``progress`` (a terminal, usually stderr) a line there shows the samples written out of
+    the estimated total, the rate and the time left, then the promtool parts converted.
 
     Produces ``out_dir/backfill*.om`` (removed after a successful conversion unless
     ``keep_text``), ``out_dir/blocks/`` (unless ``blocks`` is false or promtool is missing, in
@@ -250,23 +279,37 @@ def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0
         parts = min(parts, max(1, len(times) // 2))
     blocks_dir = out_dir / "blocks"
     converter = _Converter(workers, keep_text)
-    for number, part_times in enumerate(np.array_split(times, parts), start=1):
-        path = out_dir / ("backfill.om" if parts == 1 else f"backfill-{number}.om")
-        part_started = time.monotonic()
-        samples = write_openmetrics(fleet, fleet.names, part_times, path, job=job, series=series,
-                                    label=f"part {number}/{parts} ")
-        result.samples += samples
-        result.text_files.append(path)
-        logger.info("part %d/%d: %s to %s, %d samples written to %s in %.1fs", number, parts,
-                    iso(part_times[0]), iso(part_times[-1]), samples, path, time.monotonic() - part_started)
-        command = promtool_command(path, blocks_dir, float(part_times[0]), float(part_times[-1]),
-                                   promtool or "promtool")
-        result.commands.append(command)
-        if promtool is not None:
-            converter.submit(command, path)  # converts while the next part is written
+    bar = None
+    if progress is not None:
+        bar = Progress(estimate_samples(fleet, series, len(times)), progress, unit="samples", label="backfill")
+    with bar or contextlib.nullcontext():
+        for number, part_times in enumerate(np.array_split(times, parts), start=1):
+            path = out_dir / ("backfill.om" if parts == 1 else f"backfill-{number}.om")
+            part_started = time.monotonic()
+            samples = write_openmetrics(fleet, fleet.names, part_times, path, job=job, series=series,
+                                        label=f"part {number}/{parts} ",
+                                        on_progress=_progress_of_part(bar, result.samples, number, parts))
+            result.samples += samples
+            result.text_files.append(path)
+            logger.info("part %d/%d: %s to %s, %d samples written to %s in %.1fs", number, parts,
+                        iso(part_times[0]), iso(part_times[-1]), samples, path, time.monotonic() - part_started)
+            command = promtool_command(path, blocks_dir, float(part_times[0]), float(part_times[-1]),
+                                       promtool or "promtool")
+            result.commands.append(command)
+            if promtool is not None:
+                converter.submit(command, path)  # converts while the next part is written
+        if bar is not None:
+            bar.close(result.samples, "written")
     if promtool is not None:
         waited = time.monotonic()
-        converter.finish()
+        converted = Progress(parts, progress, unit="parts", label="promtool") if progress is not None else None
+        with converted or contextlib.nullcontext():
+            if converted is not None:
+                converted.update(converter.finished)
+                converter.on_finished = converted.update
+            converter.finish()
+            if converted is not None:
+                converted.close(converter.finished, "converted")
         result.promtool_seconds = time.monotonic() - waited
         result.blocks_dir = blocks_dir
         logger.info("promtool wrote blocks to %s (%.1fs after the text was done)", blocks_dir,

@@ -2,6 +2,7 @@
 
     tft-exporter [serve] [--config.file FILE] [--web.listen-address 0.0.0.0:8920] [--hosts N]
                  [--scenario healthy|degrading|critical] [--seed K] [--scenario.anchor T]
+                 [--web.config.file FILE]
     tft-exporter backfill --days D --out DIR [--interval 60s] [--parquet FILE] [--no-blocks] ...
     tft-exporter incidents [--from T] [--to T] [--out FILE] ...
 
@@ -26,9 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from exporter import __version__
 from exporter.config import ConfigError, ExporterSection, load_exporter_config, parse_duration, parse_time
-from toolkit.cli import EXIT_USAGE, Parser, UsageError, add_config_flag, add_log_flags
+from toolkit.cli import EXIT_USAGE, Parser, UsageError, add_config_flag, add_log_flags, add_version_flag
 from toolkit.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -55,11 +55,14 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     """The parser of one subcommand (``serve`` is the default)."""
     parser = Parser(prog=f"{PROG} {command}" if command != "serve" else PROG, description=__doc__,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    add_version_flag(parser)
     _common(parser)
     if command == "serve":
         parser.add_argument("--web.listen-address", dest="listen_address", metavar="ADDR",
                             help="address to listen on (default: 0.0.0.0:8920)")
+        parser.add_argument("--web.config.file", dest="web_config_file", type=Path, metavar="FILE",
+                            help="TLS and basic auth, in Prometheus exporter-toolkit's web config format "
+                                 "(docs/OPERATIONS.md)")
     elif command == "backfill":
         parser.add_argument("--days", type=float, default=30.0, help="days of history (default: 30)")
         parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
@@ -70,6 +73,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
                             help="'signals' (default): what the default signals read; 'all': every family")
         parser.add_argument("--jobs", type=int, help="parallel promtool processes (default: CPU count, max 8)")
         parser.add_argument("--keep-text", action="store_true", help="keep the OpenMetrics files")
+        parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                            help="a progress line with the total and the time left on stderr "
+                                 "(default: when stderr is a terminal; logs only otherwise)")
     elif command == "incidents":
         parser.add_argument("--from", dest="start", metavar="TIME", help="default: anchor - 1 day")
         parser.add_argument("--to", dest="end", metavar="TIME", help="default: anchor + 1 day")
@@ -97,9 +103,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from exporter.http import start_server, stop_server
 
     cfg = _config(args, listen_address=args.listen_address)
+    web = None
+    if args.web_config_file is not None:
+        from toolkit.webconfig import WebConfigError, WebConfigFile
+
+        try:
+            web = WebConfigFile(args.web_config_file)
+        except WebConfigError as exc:
+            raise UsageError(str(exc)) from None
     fleet = _fleet(cfg, time.time())
     try:
-        server, thread, _ = start_server(fleet, cfg.listen_address)
+        server, thread, _ = start_server(fleet, cfg.listen_address, web=web)
     except OSError as exc:
         print(f"{PROG}: error: cannot listen on {cfg.listen_address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -111,7 +125,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    logger.info("listening on %s (/probe?target=HOST, /sd, /metrics, /incidents)", cfg.listen_address)
+    logger.info("listening on %s (/probe?target=HOST, /sd, /metrics, /incidents; %s)", cfg.listen_address,
+                web.describe() if web is not None else "plain HTTP, no authentication")
     try:
         while not stopping.wait(1.0):
             pass
@@ -132,10 +147,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise UsageError(f"--days must be in (0, 365], got {args.days:g}")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     started = time.monotonic()
     result = backfill(_fleet(cfg, time.time()), days=args.days, out_dir=args.out, interval=interval,
                       parquet=args.parquet, blocks=not args.no_blocks, job=cfg.job, series=args.series,
-                      jobs=args.jobs, keep_text=args.keep_text)
+                      jobs=args.jobs, keep_text=args.keep_text, progress=sys.stderr if progress else None)
     print(f"{result.samples} samples of {result.hosts} hosts in {time.monotonic() - started:.1f}s")
     if result.blocks_dir is not None:
         print(f"blocks: {result.blocks_dir} (copy the block directories into Prometheus's --storage.tsdb.path; "

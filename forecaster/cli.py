@@ -2,7 +2,7 @@
 
 Usage::
 
-    tft-forecaster [--config.file FILE] [--web.listen-address 0.0.0.0:8921]
+    tft-forecaster [--config.file FILE] [--web.listen-address 0.0.0.0:8921] [--web.config.file FILE]
                    [--prometheus.url URL] [--model.dir DIR] [--no-model.fast-path]
                    [--shard.count N --shard.index I]
                    [--log.level info] [--log.format logfmt]
@@ -35,11 +35,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from toolkit.cli import EXIT_USAGE, Parser, UsageError, add_config_flag, add_log_flags
+from toolkit.cli import EXIT_USAGE, Parser, UsageError, add_config_flag, add_log_flags, add_version_flag
 
 if TYPE_CHECKING:  # the real imports stay inside the functions: torch takes seconds to import
     from forecaster.contract.config import Config
     from forecaster.serving.service import Service
+    from toolkit.webconfig import WebConfigFile
 
 EXIT_OK, EXIT_FAIL, EXIT_NOTHING, EXIT_PROMETHEUS = 0, 1, 3, 4
 PROG = "tft-forecaster"
@@ -49,9 +50,13 @@ log = logging.getLogger("forecaster")
 
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_flag(p)
     add_config_flag(p)
     p.add_argument("--web.listen-address", dest="listen_address", default=None,
                    help="address for /metrics and the API (default 0.0.0.0:8921)")
+    p.add_argument("--web.config.file", dest="web_config_file", type=Path, default=None, metavar="FILE",
+                   help="TLS and basic auth, in Prometheus exporter-toolkit's web config format "
+                        "(docs/OPERATIONS.md)")
     p.add_argument("--prometheus.url", dest="prometheus_url", default=None, help="Prometheus base URL")
     p.add_argument("--model.dir", dest="model_dir", type=Path, default=None,
                    help="model registry root, or one model directory (default: the shipped models/)")
@@ -110,12 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     if args.log_level != "debug":  # APScheduler logs every job run at INFO
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    web = None
+    if args.web_config_file is not None:  # checked in every mode: a bad file is a bad configuration
+        from toolkit.webconfig import WebConfigError, WebConfigFile
+
+        try:
+            web = WebConfigFile(args.web_config_file)
+        except WebConfigError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         if args.dry_run:
+            if web is not None:
+                print(f"web config: ok ({web.describe()})")
             return dry_run(config)
         if args.once:
             return once(config, args.output)
-        return serve(config)
+        return serve(config, web)
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
@@ -186,17 +202,18 @@ def once(config: Config, output: Path | None) -> int:
     return EXIT_OK if n else EXIT_NOTHING
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, web: WebConfigFile | None = None) -> int:
     """Serve until SIGTERM/SIGINT: HTTP bound first, then the model and the schedule."""
     from forecaster.serving.service import start
 
     address = config.forecaster.listen_address
     try:
-        running = start(config, address=address)
+        running = start(config, address=address, web=web)
     except OSError as exc:
         print(f"{PROG}: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
-    log.info("listening on %s (version %s); forecasting every %ds from %s", address, running.service.version,
+    log.info("listening on %s (version %s; %s); forecasting every %ds from %s", address, running.service.version,
+             web.describe() if web is not None else "plain HTTP, no authentication",
              config.forecaster.interval_seconds, config.prometheus.url)
     stop = threading.Event()
 

@@ -3,7 +3,8 @@
 One package renders everything an operator loads into Prometheus and Grafana, from one set of
 settings, so a cut-off or a series name is never typed twice:
 
-* ``settings``: ``SETTINGS``, every selector, cut-off and duration;
+* ``settings``: ``SETTINGS``, every selector, cut-off and duration, and the deployment settings
+  (datasource uid, Grafana and runbook URLs) the CLI can override;
 * ``promql``: PromQL fragments used by more than one output (the breach-probability condition);
 * ``rules``: the recording rules (signals, live accuracy) and the names of the recorded series;
 * ``alerts``: the alert table, rendered as Prometheus and as Grafana-managed alert rules;

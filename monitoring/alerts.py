@@ -13,13 +13,16 @@ from monitoring.dashboards.ids import (
     DASH_HEALTH,
     DASH_HOST,
     PANEL_HEALTH_COVERAGE,
-    PANEL_HEALTH_CYCLES,
-    PANEL_HEALTH_MODEL,
+    PANEL_HEALTH_CYCLES_HISTORY,
+    PANEL_HEALTH_FALLBACK,
+    PANEL_HEALTH_MODEL_AGE,
     PANEL_HEALTH_RELATIVE,
-    PANEL_HEALTH_UP,
-    PANEL_HOST_ETA,
-    PANEL_HOST_PROBABILITY,
+    PANEL_HEALTH_SERIES,
+    PANEL_HEALTH_UP_HISTORY,
+    PANEL_HOST_ETA_HISTORY,
+    PANEL_HOST_PROBABILITY_HISTORY,
     dashboard_url,
+    panel_url,
 )
 from monitoring.promql import at_or_above_cutoff, block, breach_probability, cutoff_expr, num, one_line
 from monitoring.rules import FLEET_COVERAGE, RELATIVE_ERROR
@@ -62,6 +65,13 @@ def alerts() -> list[Alert]:
     health = ""
     own_cutoff = ("at or above the model's own cut-off for that horizon (tft_breach_probability_cutoff, "
                   f"chosen on its training data; {num(s.absent_cutoff)} where none is exported)")
+    # Forecast series (instance, signal) served, whatever the number of horizons, now and a window ago;
+    # "or 0 *" keeps a drop to no series at all from being no data.
+    def served(offset: str = "") -> str:
+        return f"count by (job) (count by (job, instance, signal) (tft_forecast_p50{{{fsel}}}{offset}))"
+
+    before = served(f" offset {s.series_drop_window}")
+    series_ratio = f"(\n  {served()}\n  or\n  0 * {before}\n)\n/\n{before}"
     return [
         Alert(
             name=f"TFTBreachLikelyWithin{s.critical_horizon}", group="tft-predicted-breach", severity="critical",
@@ -71,7 +81,7 @@ def alerts() -> list[Alert]:
             description=f"The TFT forecast gives a {{{{ $value }}}} probability that {{{{ $labels.signal }}}} on "
                         f"{{{{ $labels.instance }}}} crosses its threshold within {s.critical_horizon}, "
                         f"{own_cutoff}.",
-            value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY,
+            value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY_HISTORY,
         ),
         Alert(
             name=f"TFTBreachForecastWithin{s.critical_horizon}", group="tft-predicted-breach", severity="critical",
@@ -80,7 +90,7 @@ def alerts() -> list[Alert]:
                     f"within {s.critical_horizon}",
             description="The p50 forecast path of {{ $labels.signal }} on {{ $labels.instance }} crosses its "
                         "threshold in {{ $value }}.",
-            value_format="humanizeDuration", panel_id=PANEL_HOST_ETA,
+            value_format="humanizeDuration", panel_id=PANEL_HOST_ETA_HISTORY,
         ),
         Alert(
             name=f"TFTBreachLikelyWithin{s.warning_horizon}", group="tft-predicted-breach", severity="warning",
@@ -93,7 +103,7 @@ def alerts() -> list[Alert]:
             description=f"The TFT forecast gives a {{{{ $value }}}} probability that {{{{ $labels.signal }}}} on "
                         f"{{{{ $labels.instance }}}} crosses its threshold within {s.warning_horizon}, "
                         f"{own_cutoff}. Silent while a critical predicted-breach alert fires for the same series.",
-            value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY,
+            value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY_HISTORY,
         ),
         Alert(
             name="TFTForecasterDown", group="tft-forecaster-health", severity="critical",
@@ -102,7 +112,7 @@ def alerts() -> list[Alert]:
             description="Prometheus cannot scrape the forecaster (job {{ $labels.job }}{{ if $labels.instance }}, "
                         "{{ $labels.instance }}{{ end }}); forecasts and predicted-breach alerts stop until it "
                         "is back.",
-            link=DASH_HEALTH, link_params=health, panel_id=PANEL_HEALTH_UP,
+            link=DASH_HEALTH, link_params=health, panel_id=PANEL_HEALTH_UP_HISTORY,
         ),
         Alert(
             name="TFTForecastsStale", group="tft-forecaster-health", severity="warning",
@@ -111,7 +121,19 @@ def alerts() -> list[Alert]:
             summary="TFT forecasts are stale",
             description="The forecaster {{ $labels.instance }} last completed a forecast cycle {{ $value }} ago; "
                         "the published forecasts are out of date.",
-            value_format="humanizeDuration", link=DASH_HEALTH, link_params=health, panel_id=PANEL_HEALTH_CYCLES,
+            value_format="humanizeDuration", link=DASH_HEALTH, link_params=health,
+            panel_id=PANEL_HEALTH_CYCLES_HISTORY,
+        ),
+        Alert(
+            name="TFTForecastSeriesDropped", group="tft-forecaster-health", severity="warning",
+            value=series_ratio, op="<", cutoff=s.series_drop_ratio, for_=s.series_drop_for,
+            summary="The forecaster serves far fewer forecast series than an hour ago",
+            description=f"Job {{{{ $labels.job }}}} serves {{{{ $value }}}} of the forecast series it served "
+                        f"{s.series_drop_window} ago. A cycle that still forecasts some series of each signal "
+                        "succeeds however many it skips (no data, stale, NaN, duplicated: see "
+                        "tft_forecaster_series_skipped), so the staleness alert stays silent; check the inputs "
+                        "in Prometheus.",
+            value_format="humanizePercentage", link=DASH_HEALTH, link_params=health, panel_id=PANEL_HEALTH_SERIES,
         ),
         Alert(
             name="TFTModelFallback", group="tft-forecaster-health", severity="warning",
@@ -119,7 +141,7 @@ def alerts() -> list[Alert]:
             summary="The forecaster serves the seasonal-naive fallback, not a trained model",
             description="No trained model could be loaded by {{ $labels.instance }}; forecasts come from the "
                         "flagged seasonal-naive fallback. Check the model registry and run the trainer.",
-            link=DASH_HEALTH, link_params=health, panel_id=PANEL_HEALTH_MODEL,
+            link=DASH_HEALTH, link_params=health, panel_id=PANEL_HEALTH_FALLBACK,
         ),
         Alert(
             name="TFTModelTooOld", group="tft-forecaster-health", severity="warning",
@@ -127,7 +149,7 @@ def alerts() -> list[Alert]:
             summary="The forecasting model has not been retrained for a long time",
             description="The model served by {{ $labels.instance }} was trained {{ $value }} ago. Check the "
                         "retraining cron job (tft_trainer_last_run_exit_code).",
-            value_format="humanizeDuration", link=DASH_HEALTH, link_params=health, panel_id=PANEL_HEALTH_MODEL,
+            value_format="humanizeDuration", link=DASH_HEALTH, link_params=health, panel_id=PANEL_HEALTH_MODEL_AGE,
         ),
         Alert(
             name="TFTForecastCoverageDrift", group="tft-forecast-quality", severity="warning",
@@ -172,11 +194,24 @@ def prometheus_expr(a: Alert) -> str:
     return expr + "\n" if "\n" in expr else expr
 
 
+def runbook_url(name: str) -> str:
+    """The alert's section of docs/runbooks.md: its heading is the alert name, so the anchor is the name, lower case."""
+    return f"{SETTINGS.runbook_base_url}#{name.lower()}"
+
+
 def _annotations(a: Alert, value_ref: str) -> dict[str, str]:
-    """The same wording for both engines; only how a template names the value differs."""
+    """The same wording and links for both engines; only how a template names the value differs.
+
+    ``panel_url`` opens the time series panel of the alerted quantity alone (``viewPanel``), as
+    Grafana's PanelURL does for its own rules; ``runbook_url`` says what to check and do.
+    """
     value = f"{{{{ {value_ref} | {a.value_format} }}}}" if a.value_format else f"{{{{ {value_ref} }}}}"
-    return {"summary": a.summary, "description": a.description.replace("{{ $value }}", value),
-            "dashboard_url": dashboard_url(a.link, a.link_params)}
+    out = {"summary": a.summary, "description": a.description.replace("{{ $value }}", value),
+           "dashboard_url": dashboard_url(a.link, a.link_params)}
+    if a.panel_id is not None:
+        out["panel_url"] = panel_url(a.link, a.panel_id, a.link_params)
+    out["runbook_url"] = runbook_url(a.name)
+    return out
 
 
 def alert_rules() -> dict[str, Any]:

@@ -10,6 +10,12 @@ Usage::
     tft-monitoring                           # rewrite the generated files (or: python3 -m monitoring)
     tft-monitoring --check                   # exit 1 if a committed file is stale (CI)
     tft-monitoring --config.file my.yml      # signals from your config
+    tft-monitoring --grafana.url https://grafana.example.com --grafana.datasource-uid my-prom \
+        --runbook.base-url https://git.example.com/ops/tft-monitor/blob/main/docs/runbooks.md
+
+The deployment flags (``--grafana.url``, ``--grafana.datasource-uid``, ``--kubernetes.datasource-uid``,
+``--runbook.base-url``) override the defaults in ``monitoring.settings.SETTINGS`` for this run; give
+the same ones to ``--check``.
 
 Exit statuses: 0 up to date (or written), 1 stale files under ``--check``, 2 a bad config file
 or argument.
@@ -23,6 +29,8 @@ from pathlib import Path
 
 from forecaster.contract.config import DEFAULT_SIGNALS
 from monitoring.files import outputs
+from monitoring.settings import DEPLOYMENT_FLAGS, SETTINGS, overridden
+from toolkit.cli import add_version_flag
 
 # The checkout this package sits in: the generated files are committed next to it, and the
 # package is installed editable (as the Dockerfile does), so this resolves from any cwd.
@@ -35,12 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     Files whose content is already right are left untouched, so their mtimes do not change and
     Grafana and Prometheus see no spurious reload.
     """
-    parser = argparse.ArgumentParser(prog="tft-monitoring", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tft-monitoring", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    add_version_flag(parser)
     parser.add_argument("--check", action="store_true", help="exit 1 if a generated file is missing or stale")
     parser.add_argument("--config.file", dest="config_file", type=Path,
                         help="take the signals from this tft-monitor config (default: the built-in signals)")
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root to write into")
+    for flag, field in DEPLOYMENT_FLAGS.items():
+        parser.add_argument(flag, dest=field, metavar="TEXT",
+                            help=f"SETTINGS.{field} for this run (default: {getattr(SETTINGS, field)})")
     args = parser.parse_args(argv)
+    changes = {field: getattr(args, field) for field in DEPLOYMENT_FLAGS.values() if getattr(args, field) is not None}
+    if "grafana_url" in changes:
+        changes["grafana_url"] = changes["grafana_url"].rstrip("/")
+    if any(not value.strip() for value in changes.values()):
+        print("tft-monitoring: a deployment setting must not be empty", file=sys.stderr)
+        return 2
     signals = DEFAULT_SIGNALS
     if args.config_file is not None:
         from forecaster.contract.config import ConfigError, load_config
@@ -50,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"tft-monitoring: {exc}", file=sys.stderr)
             return 2
+    with overridden(**changes):
+        rendered = outputs(signals)
     stale = []
-    for rel, content in outputs(signals).items():
+    for rel, content in rendered.items():
         path = args.root / rel
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == content:

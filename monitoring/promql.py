@@ -25,22 +25,28 @@ def block(expr: str) -> str:
     return "(\n" + "".join(f"  {ln}\n" for ln in expr.splitlines()) + ")"
 
 
-def cutoff_expr(horizon: str) -> str:
+def _matchers(sel: str) -> str:
+    """Extra label matchers (``job=~"$job", ...``) to put before a selector's own."""
+    return f"{sel}, " if sel else ""
+
+
+def cutoff_expr(horizon: str, sel: str = "") -> str:
     """The breach-probability cut-off at ``horizon``: one series, labelled ``horizon`` only.
 
     ``max by (horizon)`` makes it one series whatever the number of forecaster replicas
     (shards serve the same model), so the join below never fails on duplicates;
-    ``absent_cutoff`` stands in where no replica exports one.
+    ``absent_cutoff`` stands in where no replica exports one. ``sel``: further matchers (the dashboards'
+    job and cluster variables).
     """
-    return (f'max by (horizon) (tft_breach_probability_cutoff{{horizon="{horizon}"}})\n'
+    return (f'max by (horizon) (tft_breach_probability_cutoff{{{_matchers(sel)}horizon="{horizon}"}})\n'
             f'or\nlabel_replace(vector({num(SETTINGS.absent_cutoff)}), "horizon", "{horizon}", "", "")')
 
 
-def breach_probability(horizon: str, by: str = "instance, signal, horizon") -> str:
+def breach_probability(horizon: str, by: str = "instance, signal, horizon", sel: str = "") -> str:
     """``max by`` so that forecaster replicas serving the same series count once."""
-    return f'max by ({by}) (tft_breach_probability{{horizon="{horizon}"}})'
+    return f'max by ({by}) (tft_breach_probability{{{_matchers(sel)}horizon="{horizon}"}})'
 
 
-def at_or_above_cutoff(value: str, horizon: str) -> str:
+def at_or_above_cutoff(value: str, horizon: str, sel: str = "") -> str:
     """PromQL: ``value`` (series labelled ``horizon``) where it reaches that horizon's cut-off."""
-    return f"{value} >= on (horizon) group_left () ({one_line(cutoff_expr(horizon))})"
+    return f"{value} >= on (horizon) group_left () ({one_line(cutoff_expr(horizon, sel))})"

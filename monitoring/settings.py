@@ -8,16 +8,31 @@ the rules as shipped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Frozen, so that a module-level constant derived from it (colour steps, the datasource) cannot go stale."""
+    """Frozen, so that a module-level constant derived from it (colour steps) cannot go stale; only the
+    deployment fields below change, for one run of ``tft-monitoring``, through :func:`overridden`."""
 
+    # Deployment: where the files go, not what the rules test. ``tft-monitoring`` takes each from its
+    # command line too (DEPLOYMENT_FLAGS); docs/OPERATIONS.md, "Next to an existing Grafana".
+    # The Prometheus datasource the Grafana-managed alert rules query, and the default of the dashboards'
+    # `datasource` variable (grafana/provisioning/datasources/ creates it for docker-compose.yml).
     datasource_uid: str = "tft-prometheus"
-    # Absolute Grafana URL used in alert annotations (dashboard links in notifications).
+    # The same default for the dashboards deployed to Kubernetes (deploy/kubernetes/base/dashboards/):
+    # kube-prometheus-stack's Grafana provisions its Prometheus under this uid.
+    kubernetes_datasource_uid: str = "prometheus"
+    # Absolute Grafana URL used in alert annotations (dashboard and panel links in notifications).
     grafana_url: str = "http://localhost:3000"
+    # Where docs/runbooks.md is read: each alert's runbook_url is this plus "#<alert name, lower case>".
+    # Relative to the repository by default; point it at your Git server's rendering of the file
+    # (e.g. https://git.example.com/ops/tft-monitor/blob/main/docs/runbooks.md) for links that work
+    # in a notification.
+    runbook_base_url: str = "docs/runbooks.md"
     # Selects the forecaster's own series (its scrape job).
     forecaster_selector: str = 'job="tft-forecaster"'
     folder: str = "TFT Monitor"
@@ -45,6 +60,11 @@ class Settings:
     fallback_for: str = "15m"
     model_max_age_seconds: int = 7 * 86400
     model_age_for: str = "1h"
+    # Forecast series vanishing: the number of tft_forecast_p50 series below this share of what
+    # it was series_drop_window ago (a cycle that skips most series is not a failed cycle).
+    series_drop_ratio: float = 0.5
+    series_drop_window: str = "1h"
+    series_drop_for: str = "10m"
     # Live accuracy.
     accuracy_interval: str = "1m"
     coverage_target: float = 0.8  # nominal coverage of the p10-p90 band
@@ -56,3 +76,33 @@ class Settings:
 
 
 SETTINGS = Settings()
+
+#: The deployment settings ``tft-monitoring`` takes from its command line: flag -> field. They are strings read
+#: while the files are rendered (no module-level constant derives from them), so changing them for one run
+#: cannot leave anything stale.
+DEPLOYMENT_FLAGS = {
+    "--grafana.url": "grafana_url",
+    "--grafana.datasource-uid": "datasource_uid",
+    "--kubernetes.datasource-uid": "kubernetes_datasource_uid",
+    "--runbook.base-url": "runbook_base_url",
+}
+
+
+@contextmanager
+def overridden(**changes: str) -> Iterator[Settings]:
+    """``SETTINGS`` with some deployment fields changed until the block ends (``tft-monitoring --grafana.url ...``).
+
+    In place, because every module holds the one ``SETTINGS`` object; restored afterwards, even on error.
+    """
+    allowed = set(DEPLOYMENT_FLAGS.values())
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"not a deployment setting: {sorted(unknown)} (allowed: {sorted(allowed)})")
+    saved = {f.name: getattr(SETTINGS, f.name) for f in fields(SETTINGS) if f.name in changes}
+    try:
+        for name, value in changes.items():
+            object.__setattr__(SETTINGS, name, value)
+        yield SETTINGS
+    finally:
+        for name, value in saved.items():
+            object.__setattr__(SETTINGS, name, value)

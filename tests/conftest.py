@@ -1,4 +1,5 @@
-"""Shared fixtures. A real Prometheus is started per test that needs one; in CI its absence fails."""
+"""Shared fixtures. A real Prometheus (or VictoriaMetrics) is started per test that needs one; in CI
+its absence fails."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from tests.promserver import PrometheusServer, prometheus_binary
+from tests.vmserver import VictoriaMetricsServer
 
 
-def require_tool(name: str) -> str:
-    """The path of a Prometheus tool. Missing, it fails the test in CI (.ci/run installs it) and
-    skips it elsewhere."""
+def require_tool(name: str, package: str = "prometheus") -> str:
+    """The path of a tool of a Debian ``package``. Missing, it fails the test in CI (.ci/run installs
+    it) and skips it elsewhere."""
     path = prometheus_binary() if name == "prometheus" else shutil.which(name)
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed but CI is set: .ci/run must install prometheus")
-        pytest.skip(f"{name} is not installed (apt-get install prometheus)")
+            pytest.fail(f"{name} is not installed but CI is set: .ci/run must install {package}")
+        pytest.skip(f"{name} is not installed (apt-get install {package})")
     return path
 
 
@@ -36,6 +38,31 @@ def prometheus_factory(tmp_path: Path) -> Iterator[Callable[..., PrometheusServe
 
     def make(**kwargs) -> PrometheusServer:
         server = PrometheusServer(workdir=tmp_path / f"prometheus{len(servers)}", **kwargs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics() -> str:
+    return require_tool("victoria-metrics", "victoria-metrics")
+
+
+@pytest.fixture(scope="session")
+def vmalert() -> str:
+    return require_tool("vmalert", "victoria-metrics")
+
+
+@pytest.fixture
+def victoriametrics_factory(tmp_path: Path, victoria_metrics: str) -> Iterator[Callable[..., VictoriaMetricsServer]]:
+    """Build (not yet start) single-node VictoriaMetrics servers; every one is stopped at the end of the test."""
+    servers: list[VictoriaMetricsServer] = []
+
+    def make(**kwargs) -> VictoriaMetricsServer:
+        server = VictoriaMetricsServer(workdir=tmp_path / f"victoria-metrics{len(servers)}", **kwargs)
         servers.append(server)
         return server
 

@@ -69,6 +69,13 @@ def all_dashboard_exprs() -> list[Expr]:
     return [e for name, dash in load_dashboards().items() for e in dashboard_exprs(name, dash)]
 
 
+def annotation_exprs() -> list[Expr]:
+    """The PromQL annotations of every dashboard (events: they return series only while one happens)."""
+    return [Expr(f"{name} annotation {a['name']!r}", a["expr"])
+            for name, dash in load_dashboards().items()
+            for a in dash.get("annotations", {}).get("list", []) if "expr" in a]
+
+
 def rule_files() -> list[Path]:
     return sorted(RULES.glob("*.rules.yml"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -114,3 +115,44 @@ def test_backfill_loads_into_prometheus_and_matches_parquet(tmp_path: Path, prom
         "incidents"]
     active = prom.query_range("tft_sim_incident_active == 1", anchor - 2 * 86400, anchor, 60)
     assert {r["metric"]["kind"] for r in active} <= {i["kind"] for i in doc["incidents"]}
+
+
+def test_progress_line_has_the_total_the_rate_and_the_time_left() -> None:
+    import io
+
+    from toolkit.progress import Progress
+
+    now = [100.0]
+    stream = io.StringIO()
+    with Progress(1_000_000, stream, unit="samples", label="backfill", clock=lambda: now[0]) as bar:
+        now[0] = 110.0
+        bar.update(250_000, "part 1/4")
+        assert bar.text() == "backfill  25% 250.0k/1.0M samples [00:10<00:30, 25.0k samples/s] part 1/4"
+        now[0] = 110.1
+        bar.update(260_000)  # within min_interval: not redrawn
+        bar.close(1_100_000)  # more than estimated: the count becomes the total
+    lines = stream.getvalue().replace("\x1b[K", "").split("\r")
+    assert lines[1] == "backfill  25% 250.0k/1.0M samples [00:10<00:30, 25.0k samples/s] part 1/4"
+    assert lines[2].startswith("backfill 100% 1.1M/1.1M samples [00:10<00:00,") and lines[2].endswith("\n")
+    assert len(lines) == 3
+
+
+def test_backfill_shows_progress_with_a_total_only_when_asked(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from exporter.cli import main
+
+    argv = ["backfill", "--days", "0.2", "--hosts", "2", "--no-blocks", "--scenario.anchor", str(ANCHOR)]
+    assert main([*argv, "--out", str(tmp_path / "quiet")]) == 0
+    assert "samples [" not in capsys.readouterr().err, "no progress line when stderr is not a terminal"
+
+    assert main([*argv, "--out", str(tmp_path / "shown"), "--progress"]) == 0
+    out, err = capsys.readouterr()
+    written = int(out.split()[0])  # "N samples of 2 hosts in ..."
+    lines = [line for line in err.replace("\x1b[K", "").replace("\r", "\n").splitlines()
+             if line.startswith("backfill ")]
+    assert lines, err
+    first = re.match(r"backfill +\d+% (\S+)/(\S+) samples \[\d\d:\d\d<(\d\d:\d\d|\?), ", lines[0])
+    assert first is not None, lines[0]
+    estimated = float(first.group(2).rstrip("k")) * 1000
+    assert abs(estimated - written) <= 0.05 * written, (first.group(2), written)  # the total is known up front
+    assert re.match(rf"backfill 100% {written / 1000:.1f}k/{written / 1000:.1f}k samples \[", lines[-1]), lines[-1]

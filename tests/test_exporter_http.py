@@ -81,6 +81,26 @@ def test_sd_incidents_and_health(served: tuple[Fleet, str]) -> None:
     assert requests.get(f"{url}/-/healthy", timeout=10).text == "OK\n"
 
 
+def test_incidents_refuse_ranges_beyond_their_bounds(served: tuple[Fleet, str]) -> None:
+    """The ground truth is computed on request: an open range kept the exporter busy for tens of minutes."""
+    from exporter.http import INCIDENTS_MAX_FUTURE_SECONDS, INCIDENTS_MAX_PAST_SECONDS
+
+    _, url = served
+    now = time.time()
+    for params in ({"from": now, "to": now + INCIDENTS_MAX_FUTURE_SECONDS + 86400},  # cheap even unbounded
+                   {"from": now - INCIDENTS_MAX_PAST_SECONDS - 86400, "to": now},
+                   {"from": 0, "to": 99999999999},
+                   {"from": now, "to": now - 60}):
+        began = time.monotonic()
+        resp = requests.get(f"{url}/incidents", params=params, timeout=10)
+        assert resp.status_code == 400, params
+        assert resp.text.count("\n") == 1 and time.monotonic() - began < 2
+    assert "days" in requests.get(f"{url}/incidents", params={"from": 0}, timeout=10).text
+    edge = {"from": now - INCIDENTS_MAX_PAST_SECONDS + 60, "to": now + INCIDENTS_MAX_FUTURE_SECONDS - 60}
+    assert requests.get(f"{url}/incidents", params=edge, timeout=30).status_code == 200
+    assert requests.get(f"{url}/incidents", timeout=30).status_code == 200  # the default range is inside
+
+
 def test_get_and_head_only(served: tuple[Fleet, str]) -> None:
     _, url = served
     head = requests.head(f"{url}/sd", timeout=10)

@@ -23,7 +23,7 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
-from forecaster.contract.artifacts import load_model_dir
+from forecaster.contract.artifacts import load_model_dir, save_model_dir
 from forecaster.contract.registry import Registry
 from forecaster.serving.exposition import ForecastCollector
 from forecaster.serving.service import Service
@@ -263,6 +263,37 @@ def test_model_replaced_by_garbage_keeps_serving_the_loaded_one(fake: FakePromet
     assert set(service.published.forecasts.versions) == {"fixed"}  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("escape", ["relative", "absolute", "symlink"])
+def test_a_latest_pointer_leaving_the_registry_is_a_load_error(fake: FakePrometheus, registry: Path, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture, escape: str) -> None:
+    """``latest`` naming anything but a version of the registry is never served, even a valid model."""
+    reg = Registry(registry)
+    version = reg.latest_version()
+    good = load_model_dir(reg.latest_path())  # type: ignore[arg-type]
+    good.metadata["version"] = "outsider"
+    outside = save_model_dir(good, tmp_path / "outside")
+    pointer = {"relative": "../../../outside", "absolute": str(outside), "symlink": "linked"}[escape]
+    (registry / "global" / "versions" / "linked").symlink_to(outside, target_is_directory=True)
+
+    service = make_service(fake, registry, Clock())
+    assert service.run_cycle().ok
+    (registry / "global" / "latest").write_text(pointer + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="forecaster.serving.store"):
+        for _ in range(2):
+            assert service.run_cycle().ok
+    assert set(service.published.forecasts.versions) == {version}  # type: ignore[union-attr]
+    assert metric(service, "tft_forecaster_failures_total", {"stage": "model_load"}) == 1  # once, not per cycle
+    assert len([r for r in caplog.records if r.name == "forecaster.serving.store"]) == 1
+    assert "latest" in service.status_document()["data"]["model"]["last_error"]
+
+    fresh = make_service(fake, registry, Clock())  # nothing loaded yet: the flagged fallback
+    assert fresh.run_cycle().ok
+    assert set(fresh.published.forecasts.kinds) == {"fallback"}  # type: ignore[union-attr]
+    assert "latest" in fresh.status_document()["data"]["model"]["fallback_reason"]
+    assert metric(fresh, "tft_forecaster_failures_total", {"stage": "model_load"}) == 1
+
+
 def test_fallback_is_served_flagged_and_replaced_when_a_model_appears(fake: FakePrometheus, tiny_root: Path,
                                                                       tmp_path: Path) -> None:
     empty = tmp_path / "models"
@@ -357,6 +388,15 @@ def test_http_api_and_live_metrics_page(fake: FakePrometheus, registry: Path) ->
         assert [b["horizon"] for b in found[len(paths):]] == sorted(
             (b["horizon"] for b in found[len(paths):]), key=["30m", "1h", "2h", "4h", "8h"].index)
         assert requests.get(running.url + "/nope", timeout=5).status_code == 404
+        # The seed system's paths answer as their counterparts.
+        for alias, path in {"/health": "/-/healthy", "/status": "/api/v1/status",
+                            "/predictions/current?instance=web-01": "/api/v1/forecasts?instance=web-01",
+                            "/alerts/active": "/api/v1/breaches"}.items():
+            old, new = (requests.get(running.url + p, timeout=5) for p in (alias, path))
+            assert old.status_code == new.status_code == 200, alias
+            assert old.headers["Content-Type"] == new.headers["Content-Type"], alias
+            if path != "/api/v1/status":  # the status document carries the time it was made
+                assert old.content == new.content, alias
         resp = requests.get(running.url + "/metrics", timeout=5)
         assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         assert resp.text.count("tft_forecast_p50{") == len(HOSTS) * len(SIGNALS) * 5

@@ -3,6 +3,7 @@ up to date, and every metric a panel or rule names is one the project exports or
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,15 @@ import pytest
 import yaml
 
 from monitoring import cli as generator
-from monitoring.files import outputs
+from monitoring.files import PANEL_PLUGINS, outputs, panel_types
 from monitoring.promql import cutoff_expr
+from monitoring.settings import SETTINGS
 from tests.monitoring_exprs import (
     DASHBOARDS,
     PROVISIONING,
     ROOT,
     all_dashboard_exprs,
+    annotation_exprs,
     grafana_rule_exprs,
     grafana_rules,
     grafana_variables,
@@ -45,10 +48,13 @@ FORECASTER_METRICS = {
     "tft_trainer_last_run_info", "tft_trainer_backtest_score",
 }
 FORECASTER_HISTOGRAMS = {"tft_forecaster_cycle_duration_seconds", "tft_forecaster_prometheus_request_duration_seconds"}
-PROMETHEUS_METRICS = {"up"}
+PROMETHEUS_METRICS = {"up", "ALERTS"}
 GOLDEN_FORECASTER = ROOT / "tests" / "golden" / "forecaster_metrics.prom"
 PANEL_TYPES = {"timeseries", "stat", "table", "bargauge", "status-history", "piechart", "text", "row"}
 GRAFANA_BUILTIN_VARS = {"__rate_interval", "__interval", "__range", "__all"}
+DS_VAR = {"type": "prometheus", "uid": "${datasource}"}
+IMPORT_DIR = ROOT / "grafana" / "import"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
 
 
 def node_exporter_metrics() -> set[str]:
@@ -135,7 +141,9 @@ def test_datasource() -> None:
     [(_, doc)] = provisioning("datasources")
     [ds] = doc["datasources"]
     assert ds["type"] == "prometheus" and ds["uid"] == "tft-prometheus" and ds["access"] == "proxy"
-    assert ds["url"].startswith("http") and ds["isDefault"] is True
+    assert ds["uid"] == SETTINGS.datasource_uid
+    # Not the default: the file must not take that role from a Grafana's own Prometheus.
+    assert ds["url"].startswith("http") and ds.get("isDefault", False) is False
 
 
 def test_dashboard_provider_points_at_the_mounted_dashboards() -> None:
@@ -201,17 +209,21 @@ def test_dashboard_structure(name: str) -> None:
     ids = [p["id"] for p in iter_panels(dash["panels"])]
     assert len(ids) == len(set(ids)), "panel ids must be unique within a dashboard"
     variables = {v["name"]: v for v in dash["templating"]["list"]}
+    # The datasource is a variable, first, defaulting to the provisioned uid: a Grafana without it picks its own.
+    first = dash["templating"]["list"][0]
+    assert first["name"] == "datasource" and first["type"] == "datasource" and first["query"] == "prometheus"
+    assert first["current"]["value"] == uid and not first["multi"] and not first["includeAll"]
     for p in iter_panels(dash["panels"]):
         assert p["type"] in PANEL_TYPES, p["type"]
         g = p["gridPos"]
         assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
         if p["type"] in ("row", "text"):
             continue
-        assert p["datasource"] == {"type": "prometheus", "uid": uid}, p["title"]
+        assert p["datasource"] == DS_VAR, p["title"]
         refs = [t["refId"] for t in p["targets"]]
         assert p["targets"] and len(refs) == len(set(refs)), p["title"]
         for t in p["targets"]:
-            assert t["datasource"]["uid"] == uid
+            assert t["datasource"] == DS_VAR
             assert t["expr"].strip()
             for var in grafana_variables(t["expr"]) | grafana_variables(p["title"]):
                 assert var in variables or var in GRAFANA_BUILTIN_VARS, f"{p['title']}: unknown ${var}"
@@ -219,7 +231,89 @@ def test_dashboard_structure(name: str) -> None:
             assert variables[p["repeat"]]["multi"], "a repeated panel needs a multi-value variable"
     for v in variables.values():
         if v["type"] == "query":
-            assert v["datasource"]["uid"] == uid
+            assert v["datasource"] == DS_VAR
+    for a in dash["annotations"]["list"]:
+        if "expr" in a:
+            assert a["datasource"] == DS_VAR, a["name"]
+            for var in grafana_variables(a["expr"]):
+                assert var in variables, f"annotation {a['name']}: unknown ${var}"
+    # Nothing names a datasource uid directly, except the variable's default.
+    assert uid not in json.dumps(dict(dash, templating={"list": dash["templating"]["list"][1:]}))
+
+
+@pytest.mark.parametrize("name", ["tft-fleet.json", "tft-health.json", "tft-host.json"])
+def test_every_panel_is_described_and_has_a_unit(name: str) -> None:
+    dash = load_dashboards()[name]
+    for p in iter_panels(dash["panels"]):
+        if p["type"] == "row":  # a row is a section heading: Grafana shows no description for it
+            continue
+        assert p.get("description", "").strip(), f"{name}: panel {p['id']} {p['title']!r} has no description"
+        if p["type"] in ("timeseries", "stat"):
+            assert p["fieldConfig"]["defaults"].get("unit"), f"{name}: panel {p['id']} {p['title']!r} has no unit"
+
+
+@pytest.mark.parametrize("name", ["tft-fleet.json", "tft-host.json"])
+def test_job_and_cluster_variables_select_the_hosts(name: str) -> None:
+    dash = load_dashboards()[name]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    cluster, job = variables["cluster"], variables["job"]
+    # cluster is optional: All is ".*", which matches series without the label too.
+    assert cluster["type"] == job["type"] == "query"
+    assert cluster["includeAll"] and cluster["allValue"] == ".*" and cluster["current"]["value"] == "$__all"
+    assert cluster["query"]["query"].startswith("label_values(") and job["query"]["query"].startswith("label_values(")
+    assert 'cluster=~"$cluster"' in job["query"]["query"]
+    host_series = re.compile(r"\b(tft_forecast_\w+|tft_breach_\w+|instance_signal\w*:[\w:]+)\{([^}]*)\}")
+    selectors = 0
+    for e in all_dashboard_exprs():
+        if not e.where.startswith(name) or "variable cluster" in e.where:
+            continue
+        for metric, matchers in host_series.findall(e.expr):
+            selectors += 1
+            assert 'cluster=~"$cluster"' in matchers, (e.where, metric)
+            if metric.startswith("tft_"):  # the forecaster's series; the recorded ones carry no job
+                assert 'job=~"$job"' in matchers or "variable job" in e.where, (e.where, metric)
+    assert selectors > 10
+
+
+def test_time_series_dashboards_mark_alerts_promotions_and_incidents() -> None:
+    for name, dash in load_dashboards().items():
+        assert any(p["type"] == "timeseries" for p in iter_panels(dash["panels"])), name
+        exprs = {a["name"]: a["expr"] for a in dash["annotations"]["list"] if "expr" in a}
+        firing = exprs["Firing TFT alerts"]
+        assert 'alertstate="firing"' in firing and 'alertname=~"TFT.*"' in firing and firing.startswith("ALERTS{")
+        # A new model version is a new tft_model_info series (its value is always 1: changes() sees nothing).
+        assert "tft_model_info" in exprs["Model promotions"] and " unless " in exprs["Model promotions"]
+        if name != "tft-health.json":  # the simulator's ground truth, about hosts
+            assert "tft_sim_incident_active" in exprs["Simulated incidents"]
+    host = {a["name"]: a["expr"] for a in load_dashboards()["tft-host.json"]["annotations"]["list"] if "expr" in a}
+    assert 'instance="$instance"' in host["Firing TFT alerts"] and 'instance="$instance"' in host["Simulated incidents"]
+
+
+# ---- the importable copies ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tft-fleet.json", "tft-health.json", "tft-host.json"])
+def test_import_copies_declare_their_datasource_and_plugins(name: str) -> None:
+    dash = load_dashboards()[name]
+    imported = json.loads((IMPORT_DIR / name).read_text())
+    [ds_input] = imported["__inputs"]
+    assert ds_input["name"] == "DS_PROMETHEUS" and ds_input["type"] == "datasource"
+    assert ds_input["pluginId"] == "prometheus"
+    requires = {(r["type"], r["id"]) for r in imported["__requires"]}
+    used = panel_types(dash["panels"]) - {"row"}
+    assert used and used <= set(PANEL_PLUGINS)
+    assert {i for kind, i in requires if kind == "panel"} == used
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} <= requires
+    assert imported.get("id") is None
+    [variable] = [v for v in imported["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["current"]["value"] == "${DS_PROMETHEUS}"
+    text = json.dumps(imported)
+    assert datasource_uid() not in text, "the import copy names no datasource of ours"
+    # Otherwise the same dashboard.
+    body = {k: v for k, v in imported.items() if not k.startswith("__") and k != "id"}
+    body["templating"] = {"list": [v for v in body["templating"]["list"] if v["type"] != "datasource"]}
+    same = dict(dash, templating={"list": [v for v in dash["templating"]["list"] if v["type"] != "datasource"]})
+    assert body == same
 
 
 def test_dashboard_links_point_at_existing_dashboards() -> None:
@@ -247,6 +341,7 @@ def test_host_dashboard_reaches_8h_into_the_future_with_offsets() -> None:
 
 def test_grafana_alert_rules_structure() -> None:
     uid = datasource_uid()
+    assert uid == SETTINGS.datasource_uid
     dashes = {d["uid"]: d for d in load_dashboards().values()}
     rules = grafana_rules()
     uids = [r["uid"] for r in rules]
@@ -267,11 +362,11 @@ def test_grafana_alert_rules_structure() -> None:
                 else:
                     assert set(re.findall(r"\$(\w+)", d["model"]["expression"])) <= refs - {d["refId"]}
         assert r["labels"]["severity"] in ("critical", "warning")
-        assert {"summary", "description", "dashboard_url"} <= set(r["annotations"])
+        assert {"summary", "description", "dashboard_url", "panel_url", "runbook_url"} <= set(r["annotations"])
         assert "$value " not in r["annotations"]["description"], "Grafana templates use $values"
         assert r["noDataState"] in ("OK", "NoData", "Alerting") and r["execErrState"] in ("Error", "Alerting", "OK")
-        panel_ids = {p["id"] for p in iter_panels(dashes[r["dashboardUid"]]["panels"])}
-        assert r["panelId"] in panel_ids
+        panels = {p["id"]: p for p in iter_panels(dashes[r["dashboardUid"]]["panels"])}
+        assert r["panelId"] in panels
 
 
 def _norm(expr: str) -> str:
@@ -324,7 +419,64 @@ def test_alerts_link_to_a_dashboard() -> None:
     for rule in prometheus_rules():
         if "alert" in rule:
             url = rule["annotations"]["dashboard_url"]
+            assert url.startswith(SETTINGS.grafana_url + "/d/"), rule["alert"]
             assert re.search(r"/d/([\w-]+)/", url).group(1) in uids, rule["alert"]
+
+
+def test_alerts_link_to_a_time_series_of_the_alerted_quantity() -> None:
+    """Grafana draws a managed alert's state changes on the panel it is linked to, which a stat or a table
+    cannot show; the Prometheus rules' panel_url opens the same panel."""
+    dashes = {d["uid"]: d for d in load_dashboards().values()}
+    prom = {r["alert"]: r for r in prometheus_rules() if "alert" in r}
+    for r in grafana_rules():
+        panel = {p["id"]: p for p in iter_panels(dashes[r["dashboardUid"]]["panels"])}[r["panelId"]]
+        assert panel["type"] == "timeseries", (r["title"], panel["title"])
+        [value] = [d["model"]["expr"] for d in r["data"] if d["refId"] == "A"]
+        shown = {n for t in panel["targets"] for n in metric_names(t["expr"])}
+        assert metric_names(value) & shown, (r["title"], panel["title"])
+        url = f"/d/{r['dashboardUid']}/"
+        for links in (r["annotations"], prom[r["title"]]["annotations"]):
+            assert url in links["dashboard_url"] and url in links["panel_url"]
+            assert re.search(rf"[?&]viewPanel={r['panelId']}$", links["panel_url"]), r["title"]
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file (lower case, punctuation dropped, spaces to -)."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.M):
+        anchors.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    anchors = github_anchors(RUNBOOKS.read_text())
+    rules = [(r["alert"], r["annotations"]) for r in prometheus_rules() if "alert" in r]
+    rules += [(r["title"], r["annotations"]) for r in grafana_rules()]
+    assert len(rules) >= 20
+    for name, links in rules:
+        url = links["runbook_url"]
+        base, _, anchor = url.partition("#")
+        assert base == SETTINGS.runbook_base_url, name
+        assert anchor == name.lower() and anchor in anchors, f"{name}: no heading for #{anchor} in docs/runbooks.md"
+
+
+def test_deployment_settings_come_from_the_command_line(tmp_path: Path) -> None:
+    args = ["--root", str(tmp_path), "--grafana.url", "https://grafana.example.com/", "--grafana.datasource-uid",
+            "their-prom", "--runbook.base-url", "https://git.example.com/tft/docs/runbooks.md"]
+    assert generator.main(args) == 0
+    rules = yaml.safe_load((tmp_path / "grafana/provisioning/alerting/tft-alert-rules.yml").read_text())
+    rule = rules["groups"][0]["rules"][0]
+    assert {d["datasourceUid"] for d in rule["data"]} == {"their-prom", "__expr__"}
+    assert rule["annotations"]["dashboard_url"].startswith("https://grafana.example.com/d/")
+    assert rule["annotations"]["runbook_url"].startswith("https://git.example.com/tft/docs/runbooks.md#tft")
+    prom = (tmp_path / "prometheus/rules/tft-alerts.rules.yml").read_text()
+    assert "http://localhost:3000" not in prom and "https://grafana.example.com/d/" in prom
+    fleet = json.loads((tmp_path / "grafana/dashboards/tft-fleet.json").read_text())
+    assert fleet["templating"]["list"][0]["current"]["value"] == "their-prom"
+    # Only for that run; the same flags make --check pass, the defaults do not.
+    assert SETTINGS.grafana_url == "http://localhost:3000" and SETTINGS.datasource_uid == "tft-prometheus"
+    assert generator.main(["--check", *args]) == 0
+    assert generator.main(["--check", "--root", str(tmp_path)]) == 1
 
 
 # ---- metric names ----------------------------------------------------------------------------
@@ -332,7 +484,7 @@ def test_alerts_link_to_a_dashboard() -> None:
 
 def test_every_metric_named_is_exported_or_recorded() -> None:
     allowed = allowed_metrics()
-    exprs = all_dashboard_exprs() + grafana_rule_exprs() + prometheus_rule_exprs()
+    exprs = all_dashboard_exprs() + annotation_exprs() + grafana_rule_exprs() + prometheus_rule_exprs()
     assert len(exprs) > 100
     unknown = {(e.where, n) for e in exprs for n in metric_names(e.expr) if n not in allowed}
     assert not unknown, sorted(unknown)

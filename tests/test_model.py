@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -114,6 +117,26 @@ def test_network_outside_the_allow_list_is_refused(trained: tuple[ForecastModel,
         load_model_dir(bad)
 
 
+def test_a_failed_promotion_leaves_no_temporary_pointer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk (or a stopped trainer) while ``latest`` is replaced: the old pointer stays, nothing stray."""
+    import errno
+
+    import forecaster.contract.registry as registry_module
+
+    reg = Registry(tmp_path / "reg")
+    (tmp_path / "reg" / "global" / "versions" / "v1").mkdir(parents=True)
+
+    def full(src: str, dst: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(registry_module.os, "replace", full)
+    with pytest.raises(OSError):
+        reg.promote("v1")
+    monkeypatch.undo()
+    assert reg.latest_version() is None
+    assert sorted(p.name for p in (tmp_path / "reg" / "global").iterdir()) == ["versions"]
+
+
 def test_registry_switches_latest_atomically(trained: tuple[ForecastModel, Path], tmp_path: Path) -> None:
     model, _ = trained
     reg = Registry(tmp_path / "reg")
@@ -133,6 +156,73 @@ def test_registry_switches_latest_atomically(trained: tuple[ForecastModel, Path]
     removed = reg.prune(keep=2)
     assert "v2" not in removed and reg.latest_version() == "v2"
     assert reg.versions() == ["v2", "v7", "v8"]
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_saved_versions_are_world_readable_whatever_the_umask(trained: tuple[ForecastModel, Path]) -> None:
+    """A forecaster running as another user than the cron trainer must be able to load what it promotes."""
+    model, _ = trained
+    # Not under tmp_path: pytest keeps that private to its user, and another user reads below.
+    base = Path(tempfile.mkdtemp(prefix="registry-modes-"))
+    try:
+        os.chmod(base, 0o755)
+        root = base / "reg"
+        old = os.umask(0o077)
+        try:
+            reg = Registry(root)
+            reg.promote(reg.add(model, version="v1"))
+            reg.promote(reg.add(model, scope="hosts/db-1", version="own"), scope="hosts/db-1")
+        finally:
+            os.umask(old)
+        version = root / "global" / "versions" / "v1"
+        host = root / "hosts" / "db-1"
+        dirs = [root, root / "global", root / "global" / "versions", version, root / "hosts", host,
+                host / "versions", host / "versions" / "own"]
+        assert {str(d.relative_to(base)): _mode(d) for d in dirs} == {str(d.relative_to(base)): 0o755 for d in dirs}
+        files = [version / "model.json", version / "model.safetensors", root / "global" / "latest",
+                 host / "versions" / "own" / "model.json", host / "latest"]
+        assert {str(f.relative_to(base)): _mode(f) for f in files} == {str(f.relative_to(base)): 0o644
+                                                                       for f in files}
+        if os.geteuid() == 0:  # another uid really reads them (with cat: this interpreter lives under /root)
+            proc = subprocess.run(["cat", *map(str, files)], user=65534, group=65534, extra_groups=[], cwd="/",
+                                  capture_output=True, timeout=30, check=False)
+            assert proc.returncode == 0, proc.stderr.decode()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("pointer", ["../../x", "../../../outside", "ABSOLUTE", "evil-link", "v1/../../x", ""])
+def test_latest_must_name_a_version_inside_the_registry(trained: tuple[ForecastModel, Path], tmp_path: Path,
+                                                        pointer: str) -> None:
+    """Whatever ``latest`` says, only a version directory of the registry is ever served."""
+    model, _ = trained
+    reg = Registry(tmp_path / "reg")
+    reg.promote(reg.add(model, version="v1"))
+    outside = save_model_dir(model, tmp_path / "outside")  # a valid model: loading it would "work"
+    save_model_dir(model, tmp_path / "reg" / "x")
+    (tmp_path / "reg" / "global" / "versions" / "evil-link").symlink_to(outside, target_is_directory=True)
+    text = str(outside) if pointer == "ABSOLUTE" else pointer
+    (tmp_path / "reg" / "global" / "latest").write_text(text + "\n")
+    if not text:
+        assert reg.latest_path() is None  # an empty pointer is "nothing promoted", as before
+        return
+    with pytest.raises(ModelLoadError, match=r"latest: .*(not a version name|outside the registry)"):
+        reg.latest_path()
+    with pytest.raises(ModelLoadError, match=r"not a version name|outside the registry"):
+        reg.promote(text)
+
+
+def test_version_names_the_registry_would_not_read_are_refused(trained: tuple[ForecastModel, Path],
+                                                               tmp_path: Path) -> None:
+    model, _ = trained
+    reg = Registry(tmp_path / "reg")
+    for name in ("../x", ".hidden", "a/b", str(tmp_path / "abs")):
+        with pytest.raises(ModelLoadError, match="not a version name"):
+            reg.add(model, version=name)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "abs").exists()
 
 
 def test_windows_count_what_they_skip() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import itertools
+import logging
 import math
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +30,9 @@ from forecaster.contract.prometheus import (
     PrometheusTimeout,
     PrometheusUnreachable,
     align,
+    display_url,
     grid,
+    redact,
     tls_arguments,
 )
 from tests.promserver import free_port
@@ -382,13 +388,114 @@ def test_tenant_header_and_path_prefix() -> None:
             make_client(fake.url.removesuffix("/prometheus")).query("up")
 
 
-def test_userinfo_in_url_is_not_printed(fake: FakePrometheus) -> None:
+def test_userinfo_in_url_is_refused_and_never_printed(fake: FakePrometheus) -> None:
     url = fake.url.replace("http://", "http://bob:hunter2@")
+    with pytest.raises(ValueError, match="basic_auth") as info:
+        PrometheusSection(url=url)
+    assert "hunter2" not in str(info.value.errors()[0]["msg"])
+    # Should one get past the configuration anyway, it is still not shown.
+    client = PrometheusClient(PrometheusSection().model_copy(update={"url": url}))
     fake.go_down()
-    client = make_client(url, retries=0)
-    with pytest.raises(PrometheusUnreachable) as info:
+    with pytest.raises(PrometheusUnreachable) as unreachable:
         client.query("up")
-    assert "hunter2" not in str(info.value) and "hunter2" not in repr(client)
+    assert "hunter2" not in str(unreachable.value) and "hunter2" not in repr(client)
+    assert display_url(url) == fake.url and "hunter2" not in redact(f"see {url}/api")
+
+
+def test_bearer_tokens_and_authorization_headers_are_redacted(fake: FakePrometheus, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-3f9a8b7c6d5e\n")
+    fake.require(bearer="tok-3f9a8b7c6d5e")
+    client = make_client(fake.url, bearer_token={"file": str(token_file)}, retries=1)
+    fake.script(QUERY, Reply.error(503, "unavailable", "proxy saw Authorization: Bearer tok-3f9a8b7c6d5e"),
+                Reply.error(400, "bad_data", "token tok-3f9a8b7c6d5e; other: Bearer abcdef123456, "
+                                             "Authorization=Basic Zm9vOmJhcg=="))
+    with caplog.at_level(logging.WARNING), pytest.raises(PrometheusQueryError) as info:
+        client.query("up")
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    for text in (str(info.value), logged):
+        assert "tok-3f9a8b7c6d5e" not in text and "abcdef123456" not in text and "Zm9vOmJhcg" not in text
+    assert "Authorization: ***" in logged and "Bearer ***" in str(info.value)
+    # A token set as a plain header is a secret too.
+    plain = make_client(fake.url, headers={"Authorization": "Bearer tok-3f9a8b7c6d5e"}, retries=0)
+    fake.script(QUERY, Reply.error(400, "bad_data", "echo: tok-3f9a8b7c6d5e"))
+    with pytest.raises(PrometheusQueryError) as info:
+        plain.query("up")
+    assert "tok-3f9a8b7c6d5e" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- the timeout is a deadline
+
+
+class _SlowBodyServer:
+    """Headers at once, then one body byte every ``interval`` s: a stalling proxy. Bounded: it stops
+    after ``max_bytes`` bytes or when the client goes away, whichever is first."""
+
+    def __init__(self, interval: float, max_bytes: int = 200) -> None:
+        self.interval, self.max_bytes = interval, max_bytes
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(10)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with conn:
+                try:
+                    conn.recv(65536)
+                    body = b'{"status":"success","data":{"resultType":"vector","result":[]}}' + b" " * 1000
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(body))
+                    for k in range(min(len(body), self.max_bytes)):
+                        if self.stop.wait(self.interval):
+                            return
+                        conn.sendall(body[k:k + 1])
+                except OSError:
+                    continue  # the client gave up
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+def test_a_compressed_answer_is_decoded(fake: FakePrometheus) -> None:
+    """The body is streamed off the socket by hand; Prometheus gzips it, and it must still parse."""
+    body = Reply.vector([{"metric": {"instance": "a"}, "value": [T0, "0.5"]}]).body
+    fake.script(QUERY, Reply(200, gzip.compress(body), {"Content-Type": "application/json",
+                                                        "Content-Encoding": "gzip"}))
+    assert make_client(fake.url).query("up")[0].value == 0.5
+    fake.script(QUERY, Reply(200, b"\x1f\x8bnot gzip",
+                             {"Content-Type": "application/json", "Content-Encoding": "gzip"}))
+    with pytest.raises(PrometheusBadResponse, match="cannot be decoded"):
+        make_client(fake.url).query("up")
+    assert fake.requests_for(QUERY)[-1].header("Accept-Encoding") == "gzip, deflate"
+
+
+def test_timeout_is_a_deadline_for_the_whole_answer() -> None:
+    """Each read gets a byte well within the timeout; the answer as a whole does not come in time."""
+    server = _SlowBodyServer(interval=0.1)
+    calls = Calls()
+    try:
+        client = make_client(f"http://127.0.0.1:{server.port}", timeout_seconds=0.6, retries=1, observer=calls)
+        began = time.monotonic()
+        with pytest.raises(PrometheusTimeout, match="timed out") as info:
+            client.query("up")
+        took = time.monotonic() - began
+    finally:
+        server.close()
+    assert took < 2.0, f"two attempts of 0.6 s took {took:.1f}s"  # was 2 x 100 bytes x 0.1 s and more
+    assert calls.outcomes() == ["timeout", "timeout"] and server.accepted == 2
+    assert "gave up after 2 attempts" in str(info.value)
 
 
 # --------------------------------------------------------------------------- check / ready / observer

@@ -15,7 +15,10 @@ it starts, its TSDB receives past data only:
 
 Then every expression, with Grafana's variables substituted, must parse and return at least
 one series as an instant query; alert conditions (which return series only while firing) must
-parse, and their value part (query A of the Grafana rule) must return data.
+parse, and their value part (query A of the Grafana rule) must return data. The dashboards'
+annotations mark events (firing alerts, a new model, a simulated incident): they must parse, and
+the series they watch must exist. The variables take the values a user of a single Prometheus
+sees: the forecaster's job, and cluster "All" (``.*``, matching series without a cluster label).
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from tests.monitoring_exprs import (
     ROOT,
     Expr,
     all_dashboard_exprs,
+    annotation_exprs,
     grafana_rule_exprs,
+    metric_names,
     prometheus_rules,
     rule_files,
     substitute,
@@ -225,6 +230,7 @@ def _check_everything(server: PrometheusServer, fleet: Any) -> None:
     signal = live[0]["metric"]["signal"]
     assert instance in fleet.names
     values = {"instance": instance, "signal": signal, "signals": signal, "horizon": "1h",
+              "job": "tft-forecaster", "cluster": ".*",
               "__rate_interval": "30s", "__interval": "15s", "__range": "1h"}
 
     exprs: list[Expr] = all_dashboard_exprs() + grafana_rule_exprs()
@@ -247,6 +253,10 @@ def _check_everything(server: PrometheusServer, fleet: Any) -> None:
     time.sleep(3)
     for e in exprs:
         check(e)
+    for e in annotation_exprs():
+        check(e, want_data=False)
+        for name in metric_names(e.expr) - {"ALERTS"}:  # no alert fires in this short run
+            check(Expr(f"{e.where} watches {name}", name))
     for rule in prometheus_rules():
         e = Expr(f"{rule['_file']} {rule.get('alert') or rule['record']}", rule["expr"])
         # Alert conditions return series only while firing: they must parse. Recording rules

@@ -112,7 +112,8 @@ def test_rule_names_follow_level_metric_operations() -> None:
         else:
             assert rule["alert"][0].isupper() and "_" not in rule["alert"], rule["alert"]
             assert rule["labels"]["severity"] in ("critical", "warning")
-            assert {"summary", "description", "dashboard_url"} <= set(rule["annotations"]), rule["alert"]
+            links = {"dashboard_url", "panel_url", "runbook_url"}
+            assert {"summary", "description", *links} <= set(rule["annotations"]), rule["alert"]
 
 
 def test_file_sd_example_is_valid() -> None:

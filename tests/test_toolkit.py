@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from toolkit.cli import EXIT_USAGE, Parser, UsageError, add_config_flag, add_log_flags
+from toolkit.cli import EXIT_USAGE, Parser, UsageError, add_config_flag, add_global_flags_to, add_log_flags
 from toolkit.http import StartResponse, parse_listen_address, respond, serve, server_url, shutdown
 from toolkit.logs import level_number, setup_logging
 from toolkit.version import package_version
@@ -79,6 +81,41 @@ def test_every_command_says_a_bad_flag_in_one_line_with_status_2(argv: list[str]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tft-") and "--no-such-flag" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr
+
+
+def test_global_flags_are_accepted_after_the_subcommand_and_the_later_one_wins() -> None:
+    parser = _parser()
+    add_global_flags_to(parser._subparsers._group_actions[0].choices["go"], add_config_flag, add_log_flags)
+    after = parser.parse_args(["go", "--count", "1", "--config.file", "c.yml", "--log.level", "debug"])
+    assert (after.config_file, after.log_level, after.log_format) == (Path("c.yml"), "debug", "logfmt")
+    both = parser.parse_args(["--log.level", "warn", "--config.file", "a.yml", "go", "--count", "1",
+                              "--log.level", "error"])
+    assert (both.config_file, both.log_level) == (Path("a.yml"), "error")
+    before = parser.parse_args(["--log.level", "warn", "go", "--count", "1"])
+    assert before.log_level == "warn"  # the subcommand's copy does not reset it to its default
+    with pytest.raises(UsageError, match="invalid choice"):
+        parser.parse_args(["go", "--count", "1", "--log.level", "loud"])
+
+
+def test_abbreviated_flags_are_refused() -> None:
+    with pytest.raises(UsageError, match=r"unrecognized arguments: --log\.lev=warn"):
+        _parser().parse_args(["--log.lev=warn", "go", "--count", "1"])
+
+
+@pytest.mark.parametrize("argv", [["exporter"], ["forecaster"], ["trainer"], ["demo"], ["monitoring"]])
+def test_every_command_prints_its_version(argv: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", *argv, "--version"], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"tft-{argv[0]}, version {package_version()}", proc.stdout
+
+
+def test_trainer_takes_the_config_file_after_the_subcommand(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yml"
+    proc = subprocess.run([sys.executable, "-m", "trainer", "train", "--config.file", str(missing)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert str(missing) in proc.stderr and "unrecognized" not in proc.stderr, proc.stderr
 
 
 # --- listen addresses ------------------------------------------------------------------------------------------------
@@ -175,12 +212,60 @@ assert logging.getLogger("torch").level == logging.WARNING  # chatty libraries c
     assert second["msg"] == "failed" and "RuntimeError: boom" in second["exc"]
 
 
+_LOGFMT_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_.]*)=("(?:[^"\\]|\\.)*"|[^\s"=]+)(?:\s+|$)')
+
+
+def parse_logfmt(line: str) -> dict[str, str]:
+    """A strict logfmt reader: the whole line must be ``key=value`` pairs; quoted values are unescaped."""
+    fields: dict[str, str] = {}
+    pos = 0
+    while pos < len(line):
+        match = _LOGFMT_PAIR.match(line, pos)
+        assert match, f"not logfmt at {pos}: {line!r}"
+        key, value = match.groups()
+        fields[key] = json.loads(value) if value.startswith('"') else value
+        pos = match.end()
+    return fields
+
+
+def test_logfmt_quotes_and_escapes_what_would_break_the_line() -> None:
+    err = _log("""setup_logging("info")
+log = logging.getLogger("tft.test")
+log.info('rate(x{job="a b"}[5m]) = 3 \\\\ done\\nnext line')
+try:
+    raise RuntimeError("boom")
+except RuntimeError:
+    log.exception("failed")
+""")
+    lines = err.splitlines()
+    assert len(lines) == 2, err
+    first, second = (parse_logfmt(line) for line in lines)
+    assert first["msg"] == 'rate(x{job="a b"}[5m]) = 3 \\ done\nnext line'
+    assert first["level"] == "INFO" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["ts"])
+    assert second["msg"] == "failed" and second["exc"].startswith("Traceback") and "RuntimeError: boom" in second["exc"]
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_every_line_of_a_real_run_parses(fmt: str) -> None:
+    """A forecaster cycle against a Prometheus that is not there: retries, warnings, PromQL with quotes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    proc = subprocess.run([sys.executable, "-m", "forecaster", "--once", "--prometheus.url", f"http://127.0.0.1:{port}",
+                           "--log.level", "debug", "--log.format", fmt], capture_output=True, text=True, timeout=180,
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = proc.stderr.splitlines()
+    records = [json.loads(line) if fmt == "json" else parse_logfmt(line) for line in lines]
+    assert len(records) >= 5 and all({"ts", "level", "logger", "msg"} <= r.keys() for r in records), proc.stderr
+    assert any(r["level"] == "WARNING" and 'mode="idle"' in r["msg"] for r in records), proc.stderr
+
+
 def test_logfmt_is_the_default_and_levels_are_checked() -> None:
     err = _log("""setup_logging("warn")
 logging.getLogger("tft.test").warning("disk %s", "full")
 logging.getLogger("tft.test").info("hidden")
 """)
-    assert err.count("\n") == 1 and "level=WARNING logger=tft.test msg=disk full" in err, err
+    assert err.count("\n") == 1 and 'level=WARNING logger=tft.test msg="disk full"' in err, err
     assert level_number("warning") == level_number("warn") == logging.WARNING
     assert level_number("debug") == logging.DEBUG
     with pytest.raises(ValueError, match="log level"):

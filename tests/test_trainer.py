@@ -6,6 +6,7 @@ import fcntl
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -161,6 +162,96 @@ def test_lock_held_exits_5(tmp_path: Path) -> None:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         code = main(["--config.file", str(config), "train", "--parquet", str(_parquet(tmp_path))])
     assert code == 5
+
+
+def _hold_lock(tmp_path: Path) -> IO[str]:
+    """The run lock, held as a running training run holds it (the caller closes it)."""
+    lock = tmp_path / "registry" / ".train.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock, "a+")  # noqa: SIM115 - closed by the caller
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    fh.write("4242")
+    fh.flush()
+    return fh
+
+
+def test_a_run_that_finds_the_lock_held_is_recorded_without_losing_earlier_runs(tmp_path: Path) -> None:
+    from trainer.cron import write_run_metrics
+
+    config = _config(tmp_path)
+    metrics = tmp_path / "registry" / "trainer_metrics.prom"
+    write_run_metrics(metrics, exit_code=0, outcome="promoted", duration_s=60.0, version="v1")
+    last_success = _metric(metrics, "tft_trainer_last_success_timestamp_seconds")
+    with _hold_lock(tmp_path) as held:
+        code = main(["--config.file", str(config), "train", "--parquet", str(_parquet(tmp_path))])
+        held.seek(0)
+        assert held.read() == "4242"  # the holder's lock file is left as it was
+    assert code == 5
+    assert _metric(metrics, "tft_trainer_last_run_exit_code") == 5
+    text = metrics.read_text()
+    assert 'tft_trainer_runs_total{outcome="locked"} 1' in text
+    assert 'tft_trainer_runs_total{outcome="promoted"} 1' in text
+    assert 'tft_trainer_last_run_info{outcome="locked",version=""} 1' in text
+    assert _metric(metrics, "tft_trainer_last_success_timestamp_seconds") == last_success
+
+
+def test_a_full_disk_exits_6_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record cannot be written (ENOSPC): status 6, as for no usable history, and nothing left behind."""
+    import errno
+    import os
+
+    from trainer import cron
+
+    def full(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])  # part of it fits, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cron, "_write_all", full)
+    config = _config(tmp_path)
+    with _hold_lock(tmp_path):
+        code = main(["--config.file", str(config), "train", "--parquet", str(_parquet(tmp_path))])
+    assert code == 6
+    left = sorted(p.name for p in (tmp_path / "registry").iterdir())
+    assert left == sorted([".train.lock", cron.RECORD_LOCK_FILE]), left
+
+
+def test_sigterm_during_training_is_recorded_and_removes_the_checkpoint(tmp_path: Path) -> None:
+    """SIGTERM once training has started (an epoch wrote its checkpoint): status 143, recorded, nothing left."""
+    import os
+    import signal
+    import threading
+    import time
+
+    config = _config(tmp_path, max_epochs=10_000, early_stopping_patience=10_000, batches_per_epoch=2)
+    data = _parquet(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", "--config.file", str(config), "train", "--parquet",
+                             str(data), "--no-progress"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    work = tmp_path / "runs" / "train"
+    try:
+        deadline = time.monotonic() + 120  # torch's import and the first epoch
+        while not any("epoch 1:" in line for line in lines) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None and any("epoch 1:" in line for line in lines), "".join(lines[-20:])
+        assert list(work.glob("best-*.safetensors")), "the run has a checkpoint to clean up"
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    assert code == 143, "".join(lines[-20:])
+    metrics = tmp_path / "registry" / "trainer_metrics.prom"
+    assert _metric(metrics, "tft_trainer_last_run_exit_code") == 143
+    assert 'tft_trainer_runs_total{outcome="terminated"} 1' in metrics.read_text()
+    assert not list(work.glob("best-*.safetensors"))
+    assert not [p.name for p in (tmp_path / "registry").rglob(".*") if p.name.startswith((".trainer_", ".latest"))
+                and p.name != ".trainer_record.lock"]
+    assert "Traceback" not in "".join(lines)
 
 
 def test_short_history_exits_6_and_is_recorded(tmp_path: Path) -> None:

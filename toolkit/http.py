@@ -11,18 +11,23 @@ it in-process without a socket, and :func:`serve` runs it. The server is the sta
 * status line, headers and body in one write, with Nagle's algorithm off: with headers and body
   in separate segments the body waited for the client's delayed ACK, ~40 ms per scrape
   (measured by benchmarks/exporter_scrape.py);
-* requests logged at debug through :mod:`logging`, not printed to stderr.
+* a listen backlog of :data:`LISTEN_BACKLOG` (a burst of scrapes is not dropped) and a timeout on
+  every connection, :data:`CONNECTION_TIMEOUT_SECONDS`, so idle or half-open clients free their thread;
+* requests logged at debug through :mod:`logging`, not printed to stderr;
+* TLS and basic auth from a ``--web.config.file`` (:mod:`toolkit.webconfig`, passed as ``web``), the
+  TLS handshake made in the connection's own thread, so a client that stalls in it stalls nobody else.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.headers import Headers
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
@@ -30,6 +35,30 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+#: Pending connections the kernel keeps for the accept loop (socketserver's default is 5).
+LISTEN_BACKLOG = 128
+#: Seconds a connection may stay silent (between or within requests) before it is closed.
+CONNECTION_TIMEOUT_SECONDS = 30.0
+
+
+class WebLayer(Protocol):
+    """What :func:`serve` takes from a ``--web.config.file`` (:class:`toolkit.webconfig.WebConfigFile`).
+
+    A protocol, so this module stays standard library only and imports bcrypt and pydantic for
+    nobody who does not ask for TLS or authentication.
+    """
+
+    #: Whether connections are TLS: fixed for the life of the listening socket.
+    tls: bool
+
+    def wrap(self, app: WSGIApp) -> WSGIApp:
+        """``app`` behind the configured checks (basic auth, headers)."""
+        ...
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context for the next connection; raising refuses the connection."""
+        ...
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -60,7 +89,8 @@ def server_url(server: WSGIServer) -> str:
     """
     host, port = server.server_address[:2]
     shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(str(host), str(host))
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    scheme = "https" if getattr(server, "tls", None) is not None else "http"
+    return f"{scheme}://[{shown}]:{port}" if ":" in shown else f"{scheme}://{shown}:{port}"
 
 
 def respond(start_response: StartResponse, status: int, content_type: str, body: bytes, *, head: bool = False,
@@ -119,12 +149,26 @@ class _RequestHandler(WSGIRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    #: Seconds any one read or write on the connection may wait (socketserver sets it on the socket):
+    #: without it a client that opens a connection and sends nothing, or half a request, holds a
+    #: thread forever, and 200 of them hold 200 threads.
+    timeout = CONNECTION_TIMEOUT_SECONDS
 
     def handle(self) -> None:
         self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection:
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except (ssl.SSLError, OSError) as exc:  # no or a bad client certificate, plain HTTP, a scanner
+                log.debug("TLS handshake with %s failed: %s", self.client_address[0], exc)
+                return
+        try:
             self.handle_one_request()
+            while not self.close_connection:
+                self.handle_one_request()
+        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:  # stalled, gone or garbled mid-request: drop it
+            log.debug("connection from %s closed: %s", self.client_address[0], exc)
+            self.close_connection = True
 
     def handle_one_request(self) -> None:
         try:
@@ -148,6 +192,12 @@ class _RequestHandler(WSGIRequestHandler):
         handler.request_handler = self
         handler.run(self.server.get_app())  # type: ignore[attr-defined]  # the server is a WSGIServer
 
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        if isinstance(self.connection, ssl.SSLSocket):
+            environ["HTTPS"] = "on"  # wsgiref then sets wsgi.url_scheme to https
+        return environ
+
     def log_message(self, format: str, *args: Any) -> None:  # the http.server API
         log.debug("%s - %s", self.address_string(), format % args)
 
@@ -155,32 +205,54 @@ class _RequestHandler(WSGIRequestHandler):
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The listen backlog (socketserver's default is 5): connections the kernel completes while the
+    # accepting thread is busy. Past it, the kernel drops new SYNs and a burst of scrapes waits
+    # for 1 s, 3 s, ... retransmits or times out.
+    request_queue_size = LISTEN_BACKLOG
+    #: The TLS context of each new connection (:meth:`WebLayer.ssl_context`); None serves plain HTTP.
+    tls: Callable[[], ssl.SSLContext] | None = None
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is None:
+            return sock, address
+        try:
+            context = self.tls()
+        except Exception as exc:  # a changed web config that does not load: refuse until it does (it is logged)
+            sock.close()
+            raise OSError(f"connection from {address[0]} refused: {exc}") from exc  # socketserver drops it
+        # No handshake here: in the accepting thread, one client that stalls in it would stall every accept.
+        return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
 
 
 class _IPv6Server(_ThreadingServer):
     address_family = socket.AF_INET6
 
 
-def make_server(app: WSGIApp, address: str) -> WSGIServer:
+def make_server(app: WSGIApp, address: str, *, web: WebLayer | None = None) -> WSGIServer:
     """Bind ``address`` (see :func:`parse_listen_address`) for ``app``; OSError when it cannot be bound.
 
-    The caller runs ``serve_forever``; :func:`serve` does that from a thread.
+    With ``web`` (a loaded ``--web.config.file``) every request passes its checks and, when it
+    configures TLS, every connection is TLS. The caller runs ``serve_forever``; :func:`serve` does
+    that from a thread.
     """
     host, port = parse_listen_address(address)
     server_class = _IPv6Server if ":" in host else _ThreadingServer
     server = server_class((host, port), _RequestHandler)
-    server.set_app(app)
+    server.set_app(web.wrap(app) if web is not None else app)
+    if web is not None and web.tls:
+        server.tls = web.ssl_context
     return server
 
 
 def serve(app: WSGIApp, address: str, *, name: str = "http", poll_interval: float = 0.2,
-          ) -> tuple[WSGIServer, threading.Thread]:
+          web: WebLayer | None = None) -> tuple[WSGIServer, threading.Thread]:
     """Bind ``address`` and serve ``app`` from a daemon thread named ``name``; stop with :func:`shutdown`.
 
     Binding happens before this returns, so a taken port fails here, with OSError. ``shutdown``
-    waits up to ``poll_interval`` seconds for the serving loop to notice.
+    waits up to ``poll_interval`` seconds for the serving loop to notice. ``web``: see :func:`make_server`.
     """
-    server = make_server(app, address)
+    server = make_server(app, address, web=web)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, name=name,
                               daemon=True)
     thread.start()

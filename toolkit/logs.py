@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import warnings
+from datetime import UTC, datetime
 
 #: The ``--log.level`` choices; ``warn`` (not ``warning``) as in Prometheus and its exporters.
 LEVELS: tuple[str, ...] = ("debug", "info", "warn", "error")
@@ -21,22 +22,48 @@ FORMATS: tuple[str, ...] = ("logfmt", "json")
 # costs nothing, so the list needs no knowledge of which command loads what.
 _CHATTY_LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
                      "lightning_utilities", "torch")
-_LOGFMT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"
+
+
+def _fields(formatter: logging.Formatter, record: logging.LogRecord) -> dict[str, str]:
+    """The fields of one line, in order: time, level, logger, message, then traceback and stack if any."""
+    # RFC 3339 in UTC with milliseconds, as Prometheus logs: one token, sortable, no time-zone guessing.
+    ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    doc = {"ts": ts, "level": record.levelname, "logger": record.name,
+           "msg": record.getMessage()}
+    if record.exc_info:
+        doc["exc"] = formatter.formatException(record.exc_info)
+    elif record.exc_text:
+        doc["exc"] = record.exc_text
+    if record.stack_info:
+        doc["stack"] = formatter.formatStack(record.stack_info)
+    return doc
 
 
 class _JsonFormatter(logging.Formatter):
     """One JSON object per line, escaped properly: a quote or a traceback in a message stays valid JSON."""
 
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name,
-               "msg": record.getMessage()}
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            doc["exc"] = record.exc_text
-        if record.stack_info:
-            doc["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(doc, ensure_ascii=False)
+        return json.dumps(_fields(self, record), ensure_ascii=False)
+
+
+def logfmt_value(value: str) -> str:
+    """A logfmt value: bare when it is one plain word, else double-quoted with ``\\``, ``\"`` and ``\n`` escaped.
+
+    PromQL in a message (``rate(x{job="a"}[5m])``), a path with spaces or a traceback then stays
+    one ``key=value`` pair on one line, as go-logfmt writes it for Prometheus.
+    """
+    if value and not any(c in value for c in ' "=\\') and value.isprintable():
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    escaped = escaped.replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+class _LogfmtFormatter(logging.Formatter):
+    """``ts=... level=... logger=... msg=...`` on one line per record, tracebacks included (``exc=``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{key}={logfmt_value(value)}" for key, value in _fields(self, record).items())
 
 
 def level_number(level: str) -> int:
@@ -58,7 +85,7 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(_LOGFMT))
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _LogfmtFormatter())
     logging.basicConfig(level=number, handlers=[handler], force=True)
     for chatty in _CHATTY_LIBRARIES:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, number))

@@ -5,6 +5,11 @@ parts; the last slice of each training part is the validation slice for early st
 calibration) and frozen; at every origin the model sees only values up to that origin. The
 output is the forecasts file ``score.py`` reads, with the model's own early-warning decision as
 ``warn_2h``/``warn_8h`` (breach probability against a cut-off chosen on the training part).
+
+A multivariate dataset (a ``host`` column in the sidecar, PROTOCOL.md section 1) becomes the panel
+serving builds from a fleet: one row per host, one signal per metric kind, so each series' windows
+carry its host's other metrics as observed inputs up to the origin, exactly as in production. Without
+a ``host`` column (or with ``univariate=True``, the ablation) every series is its own one-signal row.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecaster.contract.features import build_windows
+from forecaster.contract.features import WindowBatch, build_windows
 from forecaster.contract.model import ModelSpec
 from forecaster.contract.panel import Panel, PanelError
 from trainer.training import TrainSettings, train_model
@@ -35,6 +40,8 @@ SIGNAL = "value"
 
 @dataclass
 class BenchmarkData:
+    """A protocol dataset on one grid; the per-series arrays follow ``series_ids``."""
+
     panel: Panel
     series_ids: list[str]
     timestamps: list[np.ndarray]  # original timestamps per series (naive datetime64)
@@ -42,10 +49,42 @@ class BenchmarkData:
     lengths: np.ndarray
     n_train: np.ndarray
     thresholds: np.ndarray
+    cells: np.ndarray  # [S, 2] (panel instance, panel signal) holding each series
+    train_end: np.ndarray  # [instances] grid index one past the training part of every series in that row
+
+    @property
+    def multivariate(self) -> bool:
+        return len(self.panel.signals) > 1
 
 
-def load_benchmark(path: Path, meta_path: Path | None = None) -> BenchmarkData:
-    """Read a protocol dataset; imputed points become missing values, as the protocol asks."""
+def _signal_of(series_id: str, host: str) -> str:
+    """The metric kind of a series: what follows its host in the id (``smd/machine-1-6/m01`` -> ``m01``),
+    so the same metric on two hosts shares one signal (and its embedding); the whole id otherwise."""
+    parts = series_id.split("/")
+    if host in parts[:-1]:
+        k = len(parts) - 1 - parts[::-1].index(host)
+        return "/".join(parts[k + 1:])
+    return series_id
+
+
+def _series_hosts(series_ids: list[str], meta: pd.DataFrame | None) -> list[str] | None:
+    """Each series' host from the sidecar's ``host`` column; None for a univariate dataset.
+    A series the sidecar does not place on a host is a host of its own."""
+    if meta is None or "host" not in meta.columns:
+        return None
+    hosts = []
+    for sid in series_ids:
+        host = meta.loc[sid, "host"] if sid in meta.index else None
+        hosts.append(str(host) if host is not None and pd.notna(host) and str(host) else sid)
+    return hosts
+
+
+def load_benchmark(path: Path, meta_path: Path | None = None, univariate: bool = False) -> BenchmarkData:
+    """Read a protocol dataset; imputed points become missing values, as the protocol asks.
+
+    With a ``host`` column in the sidecar (and not ``univariate``) the panel is hosts x metric kinds,
+    NaN where a host lacks a metric; otherwise one row per series with the single signal ``value``.
+    """
     path = Path(path)
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
@@ -77,17 +116,40 @@ def load_benchmark(path: Path, meta_path: Path | None = None) -> BenchmarkData:
         n_train.append(nt)
         thresholds.append(thr)
         stamps.append(d["timestamp"].to_numpy())
+    series_ids = [sid for sid, _ in groups]
+    hosts = None if univariate else _series_hosts(series_ids, meta)
+    if hosts is None:
+        instances, signals = series_ids, [SIGNAL]
+        cells = np.array([(i, 0) for i in range(len(series_ids))], dtype=np.int64).reshape(-1, 2)
+    else:
+        names = [_signal_of(sid, host) for sid, host in zip(series_ids, hosts, strict=True)]
+        instances, signals = sorted(set(hosts)), sorted(set(names))
+        cells = np.array([(instances.index(h), signals.index(m)) for h, m in zip(hosts, names, strict=True)],
+                         dtype=np.int64).reshape(-1, 2)
+        seen: dict[tuple[int, int], str] = {}
+        for sid, cell in zip(series_ids, map(tuple, cells.tolist()), strict=True):
+            if cell in seen:
+                raise PanelError(f"{path}: series {seen[cell]} and {sid} are both metric {signals[cell[1]]!r} "
+                                 f"of host {instances[cell[0]]!r}")
+            seen[cell] = sid
     T = max(o + n for o, n in zip(offsets, lengths, strict=True))
-    values = np.full((len(groups), 1, T), np.nan, dtype=np.float32)
-    for i, (_, d) in enumerate(groups):
+    values = np.full((len(instances), len(signals), T), np.nan, dtype=np.float32)
+    thr_cells = np.full((len(instances), len(signals)), np.nan, dtype=np.float32)
+    # A host's row may only be trained on up to the earliest training end among its series:
+    # its windows carry every metric of the host, so nothing of any series' test part may reach them.
+    train_end = np.full(len(instances), np.iinfo(np.int64).max, dtype=np.int64)
+    for k, (_, d) in enumerate(groups):
         v = d["value"].to_numpy(np.float64).copy()
         v[d["imputed"].to_numpy(bool)] = np.nan
-        values[i, 0, offsets[i]:offsets[i] + len(v)] = v
+        i, j = cells[k]
+        values[i, j, offsets[k]:offsets[k] + len(v)] = v
+        thr_cells[i, j] = thresholds[k]
+        train_end[i] = min(train_end[i], offsets[k] + n_train[k])
     base = int(pd.Timestamp(t0).timestamp()) // step * step
-    panel = Panel([sid for sid, _ in groups], [SIGNAL], base + step * np.arange(T, dtype=np.int64),
-                  values, step, thresholds=np.array(thresholds, dtype=np.float32)[:, None])
-    return BenchmarkData(panel, panel.instances, stamps, np.array(offsets), np.array(lengths),
-                         np.array(n_train), np.array(thresholds))
+    panel = Panel(list(instances), list(signals), base + step * np.arange(T, dtype=np.int64),
+                  values, step, thresholds=thr_cells)
+    return BenchmarkData(panel, series_ids, stamps, np.array(offsets), np.array(lengths),
+                         np.array(n_train), np.array(thresholds), cells, train_end)
 
 
 def origins_for(n: int, n_train: int) -> np.ndarray:
@@ -95,30 +157,57 @@ def origins_for(n: int, n_train: int) -> np.ndarray:
 
 
 def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
-                 validation_steps: int = 576) -> tuple[pd.DataFrame, dict]:
-    """Train on the training parts, forecast every origin; returns (forecasts, report)."""
+                 validation_steps: int = 576, chunk: int = 2048) -> tuple[pd.DataFrame, dict] | None:
+    """Train on the training parts, forecast every origin; returns (forecasts, report).
+
+    None on a rank other than 0 of a distributed run: it trained its share, rank 0 forecasts.
+
+    Windows are cut and forecast ``chunk`` at a time: with a host's metrics as inputs a window of
+    SMD's 24 metric kinds holds 24 context rows, and all 11,000 origins at once would take gigabytes.
+    """
     started = time.monotonic()
     series, origins, owners = [], [], []
     for i, _sid in enumerate(data.series_ids):
         for o in origins_for(int(data.lengths[i]), int(data.n_train[i])):
-            series.append((i, 0))
+            series.append(tuple(data.cells[i]))
             origins.append(data.offsets[i] + o)
             owners.append((i, int(o)))
+    series_a = np.array(series, dtype=np.int64).reshape(-1, 2)
+    origins_a = np.array(origins, dtype=np.int64)
+    thresholds_a = data.panel.thresholds[series_a[:, 0], series_a[:, 1]] if data.panel.thresholds is not None \
+        else np.full(len(origins_a), np.nan)
     # Serving rules relaxed for the benchmark: every origin must be forecast, so stale ends
     # (imputed runs) are forward-filled rather than skipped.
     rules = spec.window_rules(min_history=1, max_stale_steps=10**6, min_observed_fraction=0.0)
-    batch = build_windows(data.panel, np.array(series), np.array(origins), rules, spec.signal_codes(),
-                          data.thresholds[np.array(series)[:, 0]])
-    if len(batch) != len(origins):  # checked before training: minutes of it would be wasted
-        kept = set(zip(batch.series[:, 0].tolist(), batch.origins.tolist(), strict=True))
-        missing = sorted({data.series_ids[i] for (i, _), o in zip(series, origins, strict=True) if (i, o) not in kept})
-        raise ValueError(f"{len(origins) - len(batch)} origin(s) have no observed value at or before them, so they "
-                         f"cannot be forecast (series: {', '.join(missing)}); every origin needs one")
-    series_end = data.offsets + data.n_train  # grid index one past each training part
+
+    def windows(part: slice) -> WindowBatch:
+        return build_windows(data.panel, series_a[part], origins_a[part], rules, spec.signal_codes(),
+                             thresholds_a[part])
+
+    missing: set[str] = set()
+    n_missing = 0
+    for start in range(0, len(origins_a), chunk):  # checked before training: minutes of it would be wasted
+        part = slice(start, start + chunk)
+        batch = windows(part)
+        if len(batch) != len(origins_a[part]):
+            kept = set(zip(map(tuple, batch.series.tolist()), batch.origins.tolist(), strict=True))
+            for b in range(start, min(start + chunk, len(origins_a))):
+                if (tuple(series_a[b].tolist()), int(origins_a[b])) not in kept:
+                    missing.add(data.series_ids[owners[b][0]])
+                    n_missing += 1
+    if n_missing:
+        raise ValueError(f"{n_missing} origin(s) have no observed value at or before them, so they "
+                         f"cannot be forecast (series: {', '.join(sorted(missing))}); every origin needs one")
+    series_end = data.train_end  # per panel row: one past the training part of each of its series
     result = train_model(data.panel, spec, settings, validation_steps, series_end=series_end)
+    if result is None:
+        return None
     model = result.model
     t_inf = time.monotonic()
-    fc = model.predict(batch)
+    parts = [model.predict(windows(slice(start, start + chunk))) for start in range(0, len(origins_a), chunk)]
+    quantiles = np.concatenate([f.quantiles for f in parts])
+    probability = {label: np.concatenate([f.breach_probability[label] for f in parts])
+                   for label in ("2h", "8h")}
     inference_s = time.monotonic() - t_inf
 
     cut2 = model.breach.cutoffs.get("2h", 0.5)
@@ -127,16 +216,19 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
     h = np.arange(1, HORIZON + 1)
     for b, (i, o) in enumerate(owners):
         origin_ts = data.timestamps[i][o]
-        q = fc.quantiles[b]
+        q = quantiles[b]
         rows.append(pd.DataFrame({
             "series_id": data.series_ids[i], "origin": origin_ts, "h": h,
             "p10": q[:, 0], "p50": q[:, 1], "p90": q[:, 2],
-            "warn_2h": bool(fc.breach_probability["2h"][b] >= cut2),
-            "warn_8h": bool(fc.breach_probability["8h"][b] >= cut8),
+            "warn_2h": bool(probability["2h"][b] >= cut2),
+            "warn_8h": bool(probability["8h"][b] >= cut8),
         }))
     forecasts = pd.concat(rows, ignore_index=True)
     report = {
         "fit": "once on each series' training part (global model), frozen for all origins",
+        "inputs": ("each series with its host's other metrics (hosts x metric kinds: "
+                   f"{len(data.panel.instances)} x {len(data.panel.signals)})" if data.multivariate
+                   else "each series on its own (univariate)"),
         "initial_weights": str(settings.initial_weights) if settings.initial_weights else "none (from scratch)",
         "level_shift_share": settings.level_shift_share,
         "epochs": result.epochs, "samples_seen": result.samples_seen,

@@ -5,40 +5,52 @@ Exit statuses (the same for every subcommand; documented in docs/TRAINING.md):
     0  success: the candidate was promoted (train), the recalibrated model was promoted
        (recalibrate), or the forecasts file was written (backtest)
     1  unexpected failure (a bug: the traceback is logged)
-    2  bad command line or configuration
+    2  bad command line or configuration (an unwritable work directory and an unusable model to
+       recalibrate included)
     3  kept the current model: the candidate is not better than it by the configured margin
     4  kept the current model: the candidate does not beat the seasonal-naive / linear baselines
     5  another training run holds the lock; nothing was done
-    6  no usable history (Prometheus unreachable, no series, or too short)
+    6  no usable history (Prometheus unreachable, no series, or too short), or the disk is full
+  143  stopped by SIGTERM (130: by SIGINT); temporary files removed, the run recorded
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.cli import Parser, UsageError, add_config_flag, add_log_flags
+from toolkit.cli import Parser, UsageError, add_config_flag, add_global_flags_to, add_log_flags, add_version_flag
 
 if TYPE_CHECKING:  # the real imports stay inside the functions: torch takes seconds to import
     from forecaster.contract.config import Config
     from forecaster.contract.model import ModelSpec
     from forecaster.contract.panel import Panel
     from forecaster.contract.registry import Registry
+    from trainer.launch import LaunchRank
     from trainer.training import TrainSettings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_BETTER, EXIT_BASELINE, EXIT_LOCKED, EXIT_NO_DATA = 0, 1, 2, 3, 4, 5, 6
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them
 OUTCOMES = {EXIT_OK: "promoted", EXIT_FAIL: "failed", EXIT_USAGE: "bad_config", EXIT_NOT_BETTER: "kept_current",
-            EXIT_BASELINE: "worse_than_baseline", EXIT_LOCKED: "locked", EXIT_NO_DATA: "no_data"}
+            EXIT_BASELINE: "worse_than_baseline", EXIT_LOCKED: "locked", EXIT_NO_DATA: "no_data",
+            EXIT_INTERRUPTED: "interrupted", EXIT_TERMINATED: "terminated"}
+#: errno values of a full disk or quota: the run ends with EXIT_NO_DATA and the outcome ``no_space``.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 log = logging.getLogger("trainer")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="tft-trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version_flag(p)
     add_config_flag(p)
     add_log_flags(p)
     sub = p.add_subparsers(dest="command", required=True)
@@ -47,12 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
         sp.add_argument("--devices", default="auto", help="Lightning devices: auto, 1, 4, ...")
         sp.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, ...")
-        sp.add_argument("--num-nodes", type=int, default=1)
+        sp.add_argument("--num-nodes", type=_positive_int, default=1)
         sp.add_argument("--precision", default=None, help="Lightning precision (default: bf16-mixed on GPUs)")
-        sp.add_argument("--time-budget", type=float, default=None, help="minutes for the whole command")
-        sp.add_argument("--max-epochs", type=int, default=None)
-        sp.add_argument("--batches-per-epoch", type=int, default=None)
-        sp.add_argument("--batch-size", type=int, default=None)
+        sp.add_argument("--time-budget", type=_positive_float, default=None, help="minutes for the whole command")
+        sp.add_argument("--max-epochs", type=_positive_int, default=None)
+        sp.add_argument("--batches-per-epoch", type=_positive_int, default=None)
+        sp.add_argument("--batch-size", type=_positive_int, default=None)
         sp.add_argument("--seed", type=int, default=None)
         sp.add_argument("--level-shift-share", type=_share, default=None,
                         help="share of training windows given a lasting level shift (overrides "
@@ -60,13 +72,16 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--init-from", type=Path, default=None,
                         help="start from this model directory's weights (same signals and sizes)")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar with ETA (default: when stderr is a terminal)")
+                        help="progress bar with a total and ETA, on stdout (default: when stdout is a terminal)")
+        sp.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=None,
+                        help="train through the faster forward pass (default: on, trainer.fast_path); "
+                             "--no-fast-path: the library's forward")
 
     t = sub.add_parser("train", help="train a candidate, backtest it, promote it if it is better")
     t.add_argument("--prometheus.url", dest="prometheus_url", default=None)
     t.add_argument("--parquet", type=Path, default=None, help="read history from this file instead")
     t.add_argument("--registry", type=Path, default=None, help="model registry directory")
-    t.add_argument("--days", type=float, default=None, help="days of history to pull")
+    t.add_argument("--days", type=_positive_float, default=None, help="days of history to pull")
     t.add_argument("--per-server", action="store_true", help="train one model per host")
     t.add_argument("--metrics-file", type=Path, default=None)
     t.add_argument("--lock-file", type=Path, default=None)
@@ -80,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--prometheus.url", dest="prometheus_url", default=None)
     r.add_argument("--parquet", type=Path, default=None, help="read history from this file instead")
     r.add_argument("--registry", type=Path, default=None, help="model registry directory")
-    r.add_argument("--days", type=float, default=None, help="days of history to pull")
+    r.add_argument("--days", type=_positive_float, default=None, help="days of history to pull")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--lock-file", type=Path, default=None)
 
@@ -92,7 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
     b.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
     b.add_argument("--save-model", type=Path, default=None, help="also save the fitted model to this directory")
+    b.add_argument("--univariate", action="store_true",
+                   help="ignore the sidecar's host column: each series on its own, without its host's other "
+                        "metrics as inputs (the ablation)")
     lightning_flags(b)
+    for command in (t, r, b):
+        add_global_flags_to(command, add_config_flag, add_log_flags)
     return p
 
 
@@ -105,15 +125,48 @@ def main(argv: list[str] | None = None) -> int:
     from toolkit.logs import setup_logging
 
     setup_logging(args.log_level, args.log_format)
+    from trainer.cron import Stopped, stop_on_signals
+
+    # SIGTERM and SIGINT unwind the command (every temporary file is removed on the way) instead
+    # of killing it where it stands; `train` records the stop before it exits.
+    with stop_on_signals():
+        try:
+            if args.command == "train":
+                return cmd_train(args)
+            if args.command == "recalibrate":
+                return cmd_recalibrate(args)
+            return cmd_backtest(args)
+        except Stopped as exc:
+            log.error("stopped by %s", exc.name)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            log.error("interrupted")
+            return EXIT_INTERRUPTED
+
+
+def _positive_float(text: str) -> float:
+    """argparse type for a duration or an amount: a finite number above 0, as the config requires.
+
+    A negative ``--time-budget`` was taken as is and the run went ahead with no time at all.
+    """
     try:
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "recalibrate":
-            return cmd_recalibrate(args)
-        return cmd_backtest(args)
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number above 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for a count: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
 
 
 def _share(text: str) -> float:
@@ -147,9 +200,39 @@ def _settings(args: argparse.Namespace, config: Config, budget_default_min: floa
                            else tc.level_shift_share),
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         precision=args.precision,
-        progress=args.progress if args.progress is not None else _sys.stderr.isatty(),
+        # Lightning draws its bar on stdout: a bar redirected into a log file would be noise.
+        progress=args.progress if args.progress is not None else _sys.stdout.isatty(),
         initial_weights=(args.init_from / "model.safetensors") if args.init_from else None,
+        work_dir=_work_dir(config),
+        fast_path=args.fast_path if args.fast_path is not None else tc.fast_path,
     )
+
+
+def _work_dir(config: Config) -> Path:
+    """Where training writes its best-epoch checkpoint and Lightning's CSV logs."""
+    return config.trainer.work_dir or Path("runs") / "train"
+
+
+def _refused_work_dir(config: Config) -> bool:
+    """Print why the work directory cannot be written, if it cannot (exit 2, before the lock is taken).
+
+    A non-root container in a root-owned working directory once failed after loading the history,
+    with a traceback (``PermissionError: 'runs'``) and exit status 1.
+    """
+    work = _work_dir(config)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".write-test-", dir=work)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:  # a full disk is the run's to record (exit 6), not a configuration problem
+            return False
+        where = work if work.is_absolute() else f"{work} (under {os.getcwd()})"
+        print(f"tft-trainer: work directory {where} is not writable ({exc.strerror or exc}); set trainer.work_dir "
+              "to a writable directory or run from one", file=sys.stderr)
+        return True
+    return False
 
 
 def _spec(config: Config, signals: list[str]) -> ModelSpec:
@@ -187,7 +270,7 @@ def _load_config(args: argparse.Namespace, overrides: dict[str, Any]) -> Config 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from forecaster.contract.registry import TRAINER_METRICS_FILE, Registry
-    from trainer.cron import LockHeld, run_lock, write_run_metrics
+    from trainer.cron import LockHeld, Stopped, run_lock, stop_on_signals
 
     config = _history_config(args)
     if config is None:
@@ -195,21 +278,89 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.init_from is not None and not (args.init_from / "model.safetensors").is_file():
         print(f"tft-trainer: --init-from {args.init_from}: no model.safetensors there", file=sys.stderr)
         return EXIT_USAGE
+    if _refused_launch(args) or _refused_work_dir(config):
+        return EXIT_USAGE
+    from trainer.launch import launch_rank
+
     registry = Registry(config.trainer.registry_dir)
+    rank = launch_rank(args.num_nodes)
+    if not rank.is_zero:
+        return _train_helper_rank(args, config, registry, rank)
     metrics = args.metrics_file or config.trainer.metrics_file or registry.root / TRAINER_METRICS_FILE
     started = time.monotonic()
+    lock = _lock_path(args, config, registry)
+    outcome = None
+    # Every way this run ends is recorded (docs/TRAINING.md, "The run record").
+    with stop_on_signals() as guard:
+        try:
+            try:
+                with run_lock(lock):
+                    log.info("holding the lock %s", lock)
+                    code, scores, version = _train_locked(args, config, registry, started)
+            except LockHeld as exc:
+                # Recorded too, so an overlapping schedule shows; the holder's record replaces it when it ends.
+                log.error("%s", exc)
+                code, scores, version = EXIT_LOCKED, None, None
+            except Exception as exc:
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL:  # saving the model, most likely
+                    log.error("training failed: %s", exc)
+                    code, scores, version, outcome = EXIT_NO_DATA, None, None, "no_space"
+                else:
+                    log.exception("training failed")
+                    code, scores, version = EXIT_FAIL, None, None
+            finally:
+                guard.hold()  # a signal from here on is only noted: the record is written whole
+        except Stopped as exc:
+            log.error("stopped by %s after %.0fs; temporary files removed", exc.name, time.monotonic() - started)
+            code, scores, version = exc.exit_code, None, None
+        return _record(Path(metrics), code, outcome or OUTCOMES.get(code, "failed"), started, scores, version)
+
+
+def _record(metrics: Path, code: int, outcome: str, started: float, scores: dict | None, version: str | None) -> int:
+    """Write the run record; the exit status: ``code``, or why the record could not be written.
+
+    A full disk ends the run with the status of "nothing usable to work with" (6) and a readable
+    line, not a traceback and status 1; the record's own temporary files are removed either way.
+    """
+    from trainer.cron import write_run_metrics
+
     try:
-        with run_lock(_lock_path(args, config, registry)):
-            code, scores, version = _train_locked(args, config, registry, started)
-    except LockHeld as exc:
-        log.error("%s", exc)
-        return EXIT_LOCKED
+        write_run_metrics(metrics, exit_code=code, outcome=outcome, duration_s=time.monotonic() - started,
+                          scores=scores, version=version)
+    except OSError as exc:
+        status = EXIT_NO_DATA if exc.errno in DISK_FULL else EXIT_FAIL
+        log.error("the run ended with %d (%s) but its record %s could not be written: %s; exit %d", code, outcome,
+                  metrics, exc.strerror or exc, status)
+        return status
+    log.info("exit %d (%s); metrics in %s", code, outcome, metrics)
+    return code
+
+
+def _refused_launch(args: argparse.Namespace) -> bool:
+    """Print why the Lightning flags cannot train this network (strategy, precision), if they cannot."""
+    from trainer.launch import launch_problem
+
+    problem = launch_problem(args.strategy, args.accelerator, args.precision)
+    if problem is not None:
+        print(f"tft-trainer: {problem}", file=sys.stderr)
+    return problem is not None
+
+
+def _train_helper_rank(args: argparse.Namespace, config: Config, registry: Registry, rank: LaunchRank) -> int:
+    """A rank other than 0 of a distributed run: the same history and every fit, nothing else.
+
+    The lock, the registry and the metrics file are rank 0's: a second lock attempt would fail
+    (exit 5, and Lightning's launcher then kills the whole run), and a second writer would race
+    rank 0. The exit status is 0 once the fits are done; anything else makes Lightning's launcher
+    stop every rank, which is right for a failure, since rank 0 would otherwise wait for it forever.
+    """
+    log.info("%s of a distributed run: training only; rank 0 holds the lock, gates, promotes and writes the "
+             "metrics file", rank)
+    try:
+        code, _, _ = _train_locked(args, config, registry, time.monotonic())
     except Exception:
-        log.exception("training failed")
-        code, scores, version = EXIT_FAIL, None, None
-    write_run_metrics(Path(metrics), exit_code=code, outcome=OUTCOMES[code],
-                      duration_s=time.monotonic() - started, scores=scores, version=version)
-    log.info("exit %d (%s); metrics in %s", code, OUTCOMES[code], metrics)
+        log.exception("training failed on %s", rank)
+        return EXIT_FAIL
     return code
 
 
@@ -247,6 +398,7 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
     codes: list[int] = []
     all_scores: dict[str, dict[str, float]] = {}
     version = None
+    helped = False
     for scope, part in jobs:
         end = np.full(len(part.instances), part.n_times - holdout)
         try:
@@ -254,6 +406,9 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
         except ValueError as exc:
             log.error("%s: %s", scope, exc)
             codes.append(EXIT_NO_DATA)
+            continue
+        if result is None:  # a helper rank of a distributed run: rank 0 gates, saves and promotes
+            helped = True
             continue
         candidate = result.model
         candidate.metadata.update({
@@ -297,6 +452,8 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
         registry.prune(scope)
         if scope == GLOBAL_SCOPE:
             all_scores = {k: v.as_dict() for k, v in scores.items()}
+    if helped:
+        return EXIT_OK, None, None
     code = EXIT_OK if codes and all(c == EXIT_OK for c in codes) else max(codes or [EXIT_NO_DATA])
     if args.per_server and any(c == EXIT_OK for c in codes):
         code = EXIT_OK if all(c in (EXIT_OK, EXIT_NOT_BETTER, EXIT_BASELINE) for c in codes) else code
@@ -349,7 +506,11 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     registry = Registry(config.trainer.registry_dir)
-    path = args.model or registry.latest_path(GLOBAL_SCOPE)
+    try:
+        path = args.model or registry.latest_path(GLOBAL_SCOPE)
+    except ModelLoadError as exc:  # a `latest` that names no version, or a missing one
+        print(f"tft-trainer: {exc}; give --model", file=sys.stderr)
+        return EXIT_USAGE
     if path is None:
         print(f"tft-trainer: no model in {registry.root} and no --model given", file=sys.stderr)
         return EXIT_USAGE
@@ -428,11 +589,13 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.out.suffix not in (".parquet", ".csv"):
         print("tft-trainer: --out must end in .parquet or .csv", file=sys.stderr)
         return EXIT_USAGE
+    if _refused_launch(args) or _refused_work_dir(config):
+        return EXIT_USAGE
     import torch
 
     torch.set_num_threads(config.trainer.torch_threads)
     try:
-        data = load_benchmark(args.data)
+        data = load_benchmark(args.data, univariate=args.univariate)
     except PanelError as exc:
         print(f"tft-trainer: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -444,15 +607,20 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     settings.batches_per_epoch = args.batches_per_epoch or 50
     settings.max_epochs = args.max_epochs or 200
     settings.early_stopping_patience = max(settings.early_stopping_patience, 6)
-    spec = _spec(config, ["value"])
+    spec = _spec(config, list(data.panel.signals))
     log.info("backtest on %s: %d series, %d origins; parameters fitted once on the training parts, "
-             "initial weights: %s", args.data, len(data.series_ids), n_origins,
-             args.init_from or "none (trained from scratch)")
+             "initial weights: %s; inputs: %s", args.data, len(data.series_ids), n_origins,
+             args.init_from or "none (trained from scratch)",
+             f"each series with its host's other metrics ({len(data.panel.instances)} hosts x "
+             f"{len(data.panel.signals)} metric kinds)" if data.multivariate else "each series on its own")
     try:
-        forecasts, report = run_backtest(data, spec, settings)
+        done = run_backtest(data, spec, settings)
     except ValueError as exc:
         print(f"tft-trainer: {exc}", file=sys.stderr)
         return EXIT_NO_DATA
+    if done is None:  # a rank other than 0 of a distributed run: rank 0 forecasts and writes
+        return EXIT_OK
+    forecasts, report = done
     write_forecasts(forecasts, args.out)
     if args.save_model is not None:
         from forecaster.contract.artifacts import save_model_dir

@@ -28,17 +28,24 @@ def from_parquet(path: Path, config: Config) -> Panel:
     except (OSError, ValueError) as exc:
         raise HistoryError(f"cannot read {path}: {exc}") from exc
     try:
-        panel = panel_from_frame(frame, signals, step=config.model.step_seconds)
+        panel = panel_from_frame(frame, signals, step=config.model.step_seconds, bounds=config.signal_bounds())
     except PanelError as exc:
         raise HistoryError(f"{path}: {exc}") from exc
     log.info("read %s: %d instances x %d signals x %d steps", path, len(panel.instances),
              len(panel.signals), panel.n_times)
+    _warn_out_of_bounds(panel)
     return panel
+
+
+def _warn_out_of_bounds(panel: Panel) -> None:
+    """Values outside a signal's bounds are masked by the pipeline; training on fewer of them must be visible."""
+    if panel.out_of_bounds:
+        log.warning("samples outside their signal's bounds, masked as missing: %s", dict(panel.out_of_bounds))
 
 
 def from_prometheus(config: Config, days: float, end: float | None = None) -> Panel:
     """One chunked range query per signal over the whole fleet."""
-    from forecaster.contract.prometheus import PrometheusClient, PrometheusError
+    from forecaster.contract.prometheus import PrometheusClient, PrometheusError, display_url
 
     step = config.model.step_seconds
     end = float(end if end is not None else time.time()) // step * step
@@ -53,10 +60,12 @@ def from_prometheus(config: Config, days: float, end: float | None = None) -> Pa
                 raise HistoryError(f"signal {signal.name}: {exc}") from exc
             log.info("signal %s: %d series in %.1fs", signal.name, len(results[signal.name]),
                      time.monotonic() - t0)
-    panel = panel_from_range_results(results, [s.name for s in config.signals], start, end, step)
+    panel = panel_from_range_results(results, [s.name for s in config.signals], start, end, step,
+                                     bounds=config.signal_bounds())
     if not panel.instances:
-        raise HistoryError(f"Prometheus at {config.prometheus.url} returned no series for any signal "
+        raise HistoryError(f"Prometheus at {display_url(config.prometheus.url)} returned no series for any signal "
                            f"over the last {days:g} days")
     if panel.dropped:
         log.warning("dropped series: %s", dict(panel.dropped))
+    _warn_out_of_bounds(panel)
     return panel

@@ -29,6 +29,12 @@ from toolkit.version import package_version
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+# Modes of everything a save (and the registry) writes, whatever the writer's umask: the trainer
+# often runs from another user's cron than the forecaster that serves its models, and a model holds
+# no secret (the shipped one in models/ is 755/644 too). tempfile's private 0700/0600 would lock
+# the forecaster out of every promoted version. Nothing stricter is honoured, on purpose.
+DIR_MODE = 0o755
+FILE_MODE = 0o644
 MODEL_FORMAT = "tft-monitor-model"
 # The only network / loss / normaliser combination a model file may ask for.
 ALLOWED_NETWORK = {
@@ -102,12 +108,31 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def make_readable_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents with :data:`DIR_MODE`, whatever the umask.
+
+    Only directories created here get that mode: one that exists already is left as its owner set it.
+    """
+    directory = Path(directory)
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:  # made meanwhile by another process: not ours to change
+            continue
+        os.chmod(d, DIR_MODE)
+
+
 def save_model_dir(model: ForecastModel, directory: Path) -> Path:
-    """Write the model into ``directory`` atomically: a reader never sees half a model."""
+    """Write the model into ``directory`` atomically: a reader never sees half a model.
+
+    The directory and its files get :data:`DIR_MODE` and :data:`FILE_MODE`, so that a forecaster
+    running as another user can load them.
+    """
     from safetensors.torch import save_model
 
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    make_readable_dirs(directory.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         weights = tmp / WEIGHTS_FILE
@@ -130,6 +155,9 @@ def save_model_dir(model: ForecastModel, directory: Path) -> Path:
             "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        for written in (weights, tmp / META_FILE):
+            os.chmod(written, FILE_MODE)
+        os.chmod(tmp, DIR_MODE)  # mkdtemp's 0700 would hide the version from every other user
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)

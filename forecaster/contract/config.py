@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -94,6 +95,11 @@ class PrometheusSection(_Section):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        # Credentials in the URL would be printed wherever the URL is (start-up log, --dry-run,
+        # error messages); the message must not repeat them either.
+        if "@" in urlsplit(value).netloc:
+            raise ValueError("must not hold credentials (user:password@); put them in prometheus.basic_auth "
+                             "(username, and the password from an env var or a file)")
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -227,8 +233,13 @@ class TrainerSection(_Section):
     seed: int = 42
     level_shift_share: float = Field(default=0.0, ge=0, le=0.5)
     torch_threads: int = Field(default=1, ge=1)
+    # False: train through the library's forward, not forecaster/contract/fasttrain.py (same network
+    # and loss, about twice the CPU per batch); for when the fast path is in doubt.
+    fast_path: bool = True
     lock_file: Path | None = None
     metrics_file: Path | None = None
+    # Best-epoch checkpoints and Lightning's CSV logs; None: runs/train under the working directory.
+    work_dir: Path | None = None
 
 
 class Config(_Section):
@@ -257,6 +268,10 @@ class Config(_Section):
             if sig.name == name:
                 return sig
         raise KeyError(name)
+
+    def signal_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """``{name: (min, max)}``: what the input pipeline masks values outside of."""
+        return {s.name: (s.min, s.max) for s in self.signals}
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

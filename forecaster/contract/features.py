@@ -9,6 +9,7 @@ loss, so a byte-count series and a CPU ratio weigh the same in training.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -193,7 +194,10 @@ def build_windows(
                                     0, T - 1)].astype(np.float64)
         host[np.broadcast_to(pad[:, None, :], host.shape)] = np.nan
         host = _ffill(host)
-        with np.errstate(invalid="ignore"):
+        # A signal the host does not have (a fleet or a benchmark where hosts differ in metrics) is
+        # all NaN here and becomes a zero input; numpy's warning about it would repeat every batch.
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             hc = np.nanmean(host, axis=2)
             hs = np.nanstd(host, axis=2)
         hs = window_scale(np.nan_to_num(hs), np.nan_to_num(hc))

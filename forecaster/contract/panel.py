@@ -20,6 +20,14 @@ class PanelError(ValueError):
     """Input data that cannot become a panel (wrong columns, no rows, irregular step)."""
 
 
+#: Signal bounds by name: ``(min, max)``, either ``None`` for an open side (``Signal.min``/``max``).
+Bounds = Mapping[str, tuple[float | None, float | None]]
+#: How far outside a bound a value is still taken for rounding and clipped to it, as a share of
+#: the signal's range (of ``max(1, |bound|)`` for a one-sided signal): ``rate()`` extrapolation
+#: and float noise put an idle CPU at -0.001 or a full disk at 1.0000001, which are real values.
+BOUND_TOLERANCE = 0.01
+
+
 @dataclass
 class Panel:
     """Regular-grid values per (instance, signal); ``timestamps`` are unix seconds, ascending."""
@@ -31,6 +39,7 @@ class Panel:
     step_seconds: int
     thresholds: np.ndarray | None = None  # float32 [n_instances, n_signals]: per-series override
     dropped: Counter[str] = field(default_factory=Counter)
+    out_of_bounds: Counter[str] = field(default_factory=Counter)  # samples masked, by signal
 
     def __post_init__(self) -> None:
         expected = (len(self.instances), len(self.signals), len(self.timestamps))
@@ -45,7 +54,37 @@ class Panel:
         idx = [self.instances.index(i) for i in keep]
         thr = self.thresholds[idx] if self.thresholds is not None else None
         return Panel(list(keep), list(self.signals), self.timestamps, self.values[idx], self.step_seconds,
-                     thr, Counter(self.dropped))
+                     thr, Counter(self.dropped), Counter(self.out_of_bounds))
+
+
+def mask_out_of_bounds(values: np.ndarray, signals: Sequence[str], bounds: Bounds) -> Counter[str]:
+    """Mask (NaN) the values of ``values[instance, signal, time]`` outside their signal's bounds, in place.
+
+    A CPU utilisation of 7 or a negative disk usage is a broken exporter or query, not a load:
+    fed to the model it would be standardised into the window and forecast as a real excursion.
+    Values within :data:`BOUND_TOLERANCE` of a bound are clipped to it instead. Returns the
+    masked samples by signal (only signals with some), for the caller to count.
+    """
+    masked: Counter[str] = Counter()
+    for j, name in enumerate(signals):
+        lo, hi = bounds.get(name, (None, None))
+        if lo is None and hi is None:
+            continue
+        span = (hi - lo) if lo is not None and hi is not None else max(1.0, abs(lo if lo is not None else hi))
+        tol = BOUND_TOLERANCE * span
+        col = values[:, j]
+        with np.errstate(invalid="ignore"):
+            bad = np.zeros(col.shape, dtype=bool)
+            if lo is not None:
+                bad |= col < lo - tol
+            if hi is not None:
+                bad |= col > hi + tol
+        n = int(bad.sum())
+        if n:
+            col[bad] = np.nan
+            masked[name] = n
+        np.clip(col, lo, hi, out=col)  # NaN stays NaN
+    return masked
 
 
 def grid(start: float, end: float, step: int) -> np.ndarray:
@@ -75,13 +114,15 @@ def panel_from_range_results(
     end: float,
     step: int,
     instance_label: str = "instance",
+    bounds: Bounds | None = None,
 ) -> Panel:
     """Build a panel from one range query per signal.
 
     ``results[signal]`` is an iterable of objects with ``labels``, ``timestamps`` and ``values``
     (the Prometheus client's ``RangeSeries``). Series without the instance label are counted
     and dropped, and so are duplicates of an instance within one signal (a query that did not
-    aggregate ``by (instance)``): keeping one at random would silently mix hosts.
+    aggregate ``by (instance)``): keeping one at random would silently mix hosts. With
+    ``bounds``, values outside them are masked and counted (:func:`mask_out_of_bounds`).
     """
     timestamps = grid(start, end, step)
     rows: dict[tuple[str, str], np.ndarray] = {}
@@ -108,7 +149,8 @@ def panel_from_range_results(
     sig_index = {s: j for j, s in enumerate(signals)}
     for (inst, sig), row in rows.items():
         values[index[inst], sig_index[sig]] = row
-    return Panel(instances, list(signals), timestamps, values, step, dropped=dropped)
+    masked = mask_out_of_bounds(values, signals, bounds) if bounds else Counter()
+    return Panel(instances, list(signals), timestamps, values, step, dropped=dropped, out_of_bounds=masked)
 
 
 def panel_from_frame(
@@ -117,11 +159,13 @@ def panel_from_frame(
     step: int | None = None,
     instance_col: str = "instance",
     time_col: str = "timestamp",
+    bounds: Bounds | None = None,
 ) -> Panel:
     """Build a panel from a wide table: ``instance, timestamp, <one column per signal>``.
 
     This is the simulator's Parquet layout. The step is inferred (the most common spacing)
-    when not given; rows off the grid are snapped to the nearest slot.
+    when not given; rows off the grid are snapped to the nearest slot. ``bounds`` as for
+    :func:`panel_from_range_results`.
     """
     missing = [c for c in (instance_col, time_col) if c not in frame.columns]
     if missing:
@@ -146,7 +190,8 @@ def panel_from_frame(
         vals = np.array(pd.to_numeric(frame[sig], errors="coerce"), dtype=np.float64)
         vals[~np.isfinite(vals)] = np.nan
         values[inst_codes, j, slots] = vals
-    return Panel(instances, list(signals), timestamps, values, step)
+    masked = mask_out_of_bounds(values, signals, bounds) if bounds else Counter()
+    return Panel(instances, list(signals), timestamps, values, step, out_of_bounds=masked)
 
 
 def _to_unix_seconds(column: pd.Series) -> np.ndarray:

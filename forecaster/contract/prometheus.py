@@ -24,7 +24,13 @@ Design points, each with its reason:
   carrying Prometheus's own error text.
 * **Secrets are read per request and never printed.** The bearer token or password is
   resolved from its env var / file at each request, so a rotated token file is picked up,
-  and every error message is scrubbed of the resolved values and of URL user-info.
+  and every error message and logged warning goes through :func:`redact`: the resolved
+  values in every form a server may echo them (raw, ``base64(user:password)``, URL-quoted),
+  any ``Authorization:`` header value and any ``Basic``/``Bearer`` credential, and URL
+  user-info (which the configuration refuses anyway).
+* **The timeout is a deadline.** ``timeout_seconds`` bounds each attempt as a whole: the body
+  is streamed and the time left is checked between reads (each socket read may wait only that
+  long), so a proxy that trickles the answer byte by byte cannot stretch an attempt past it.
 * **Observability without globals.** An optional :class:`PrometheusObserver` is told the
   endpoint, duration and outcome of every HTTP attempt; the forecaster turns that into its
   own self-metrics. The module only logs through its own logger and configures nothing.
@@ -32,6 +38,9 @@ Design points, each with its reason:
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import logging
 import math
 import random
@@ -39,11 +48,12 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import requests
@@ -64,7 +74,9 @@ __all__ = [
     "PrometheusUnreachable",
     "RangeSeries",
     "align",
+    "display_url",
     "grid",
+    "redact",
     "tls_arguments",
 ]
 
@@ -91,6 +103,13 @@ _API_QUERY_RANGE = "/api/v1/query_range"
 _API_BUILDINFO = "/api/v1/status/buildinfo"
 _GRID_TOLERANCE = 1e-6  # seconds
 _USERINFO_RE = re.compile(r"(?<=//)[^/@\s]+@")
+# An echoed request header (``Authorization: Basic ...``, ``"authorization": "Bearer ..."``): its
+# value (an optional scheme and one token) goes, whatever the scheme.
+_AUTH_HEADER_RE = re.compile(r"(?i)(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)(?:[a-z-]+\s+)?[^\s\"',;}]+")
+# A credential outside a header (``Bearer eyJ...`` in a proxy's error page).
+_AUTH_SCHEME_RE = re.compile(r"\b(Basic|Bearer|Digest|Negotiate|Token)\s+[A-Za-z0-9+/=._~-]{6,}")
+#: Body bytes asked for per read while streaming an answer; each read also waits at most the time left.
+_READ_SIZE = 65536
 
 
 # --------------------------------------------------------------------------- errors
@@ -289,11 +308,16 @@ class PrometheusClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._secrets: set[str] = set()
+        for name, value in section.headers.items():  # a token configured as a plain header is one too
+            if name.lower() in ("authorization", "proxy-authorization") and value.strip():
+                self._secrets.update((value, value.split(None, 1)[-1]))
         self.verify, self.cert = tls_arguments(section)
         if section.tls.insecure_skip_verify:
             logger.warning("TLS certificate verification is disabled for %s", self._display_base)
         self.session = session or requests.Session()
-        self.session.headers.update({"Accept": "application/json", "User-Agent": "tft-monitor"})
+        # Only what _decode undoes (requests would also offer br or zstd where those modules exist).
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "tft-monitor",
+                                     "Accept-Encoding": "gzip, deflate"})
         self.session.headers.update(section.headers)
         # Also set on the session for code that inspects it; passed per request as well because
         # requests lets REQUESTS_CA_BUNDLE override a session-level ``verify`` path.
@@ -399,14 +423,14 @@ class PrometheusClient:
             retry_after: float | None = None
             data: Any = None
             try:
-                resp = self._send(url, params)
+                resp, body = self._send(url, params)
             except PrometheusError as exc:  # credentials could not be read
                 self._observe(endpoint, time.monotonic() - began, exc.kind)
                 raise
             except requests.RequestException as exc:
                 error, retryable = self._transport_error(exc, where, expr)
             else:
-                error, retryable, data = self._classify(resp, where, expr)
+                error, retryable, data = self._classify(resp, body, where, expr)
                 retry_after = _retry_after(resp) if error is not None else None
             self._observe(endpoint, time.monotonic() - began, error.kind if error else "success")
             if error is None:
@@ -421,7 +445,13 @@ class PrometheusClient:
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
 
-    def _send(self, url: str, params: dict[str, str]) -> requests.Response:
+    def _send(self, url: str, params: dict[str, str]) -> tuple[requests.Response, bytes]:
+        """One attempt: the response (headers) and its whole body, within ``timeout_seconds`` overall.
+
+        requests' own timeout bounds each socket operation, not the request: an answer trickled
+        a byte at a time never trips it. So the body is streamed and read against a deadline
+        (:func:`_read_body`); the connection and the wait for the headers keep requests' bound.
+        """
         headers: dict[str, str] = {}
         auth: tuple[str, str] | None = None
         try:
@@ -430,19 +460,28 @@ class PrometheusClient:
                 self._secrets.add(token)
                 headers["Authorization"] = f"Bearer {token}"
             elif self.section.basic_auth is not None:
+                username = self.section.basic_auth.username
                 password = self.section.basic_auth.password.resolve()
-                self._secrets.add(password)
-                auth = (self.section.basic_auth.username, password)
+                self._secrets.update((password, base64.b64encode(f"{username}:{password}".encode()).decode()))
+                auth = (username, password)
         except ConfigError as exc:
             raise PrometheusError(f"cannot read Prometheus credentials: {exc}") from exc
         timeout = self.section.timeout_seconds
+        deadline = time.monotonic() + timeout
         encoded = urlencode(params)
         if len(encoded) > POST_THRESHOLD_BYTES:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            return self.session.post(url, data=encoded, headers=headers, auth=auth, timeout=timeout,
-                                     verify=self.verify, cert=self.cert)
-        return self.session.get(url, params=params, headers=headers, auth=auth, timeout=timeout,
-                                verify=self.verify, cert=self.cert)
+            resp = self.session.post(url, data=encoded, headers=headers, auth=auth, timeout=timeout,
+                                     verify=self.verify, cert=self.cert, stream=True)
+        else:
+            resp = self.session.get(url, params=params, headers=headers, auth=auth, timeout=timeout,
+                                    verify=self.verify, cert=self.cert, stream=True)
+        try:
+            body = _read_body(resp, deadline, timeout)
+        except BaseException:
+            resp.close()  # half read: the connection cannot be reused
+            raise
+        return resp, body
 
     def _transport_error(self, exc: requests.RequestException, where: str,
                          expr: str | None) -> tuple[PrometheusError, bool]:
@@ -455,6 +494,9 @@ class PrometheusClient:
             msg = (f"Prometheus timed out {phase} after {self.section.timeout_seconds:g}s: "
                    f"{target}{_query_part(expr)}")
             return _chain(PrometheusTimeout(msg, path=where, query=expr), exc), True
+        if isinstance(exc, requests.exceptions.ContentDecodingError):
+            msg = f"Prometheus sent a body that cannot be decoded from {target}: {self._reason(exc)}{_query_part(expr)}"
+            return _chain(PrometheusBadResponse(msg, path=where, query=expr), exc), False
         if isinstance(exc, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
             msg = f"cannot reach Prometheus at {target}: {self._reason(exc)}{_query_part(expr)}"
             retryable = not _caused_by(exc, ssl.SSLError)  # a bad certificate will not fix itself
@@ -462,17 +504,18 @@ class PrometheusClient:
         msg = f"cannot send request to Prometheus at {target}: {self._reason(exc)}{_query_part(expr)}"
         return _chain(PrometheusUnreachable(msg, path=where, query=expr), exc), False
 
-    def _classify(self, resp: requests.Response, where: str,
+    def _classify(self, resp: requests.Response, raw: bytes, where: str,
                   expr: str | None) -> tuple[PrometheusError | None, bool, Any]:
-        """Turn an HTTP response into (error or None, retryable, data)."""
+        """Turn an HTTP response and its body into (error or None, retryable, data)."""
         status = resp.status_code
         try:
-            body = resp.json()
-        except ValueError:
+            body = json.loads(raw)
+        except ValueError:  # UnicodeDecodeError included
             body = None
+        text = raw.decode(resp.encoding or "utf-8", "replace") if body is None else ""
         error_type = body.get("errorType") if isinstance(body, dict) else None
         # Not JSON: a proxy's HTML page or a plain "404 page not found"; show its start.
-        error_text = str(body.get("error") or "") if isinstance(body, dict) else _one_line(resp.text, 200)
+        error_text = str(body.get("error") or "") if isinstance(body, dict) else _one_line(text, 200)
         detail = f"HTTP {status}" + (f" {error_type}" if error_type else "")
         tail = f": {self._scrub(_one_line(error_text, 500))}" if error_text else ""
         kw: dict[str, Any] = {"path": where, "query": expr, "status_code": status, "error_type": error_type}
@@ -489,7 +532,7 @@ class PrometheusClient:
             return PrometheusQueryError(msg, **kw), False, None
         if not isinstance(body, dict):
             msg = (f"Prometheus sent a response that is not a JSON object (HTTP {status}) for {where}"
-                   f"{_query_part(expr)}: {self._scrub(_one_line(resp.text, 120))!r}")
+                   f"{_query_part(expr)}: {self._scrub(_one_line(text, 120))!r}")
             return PrometheusBadResponse(msg, **kw), False, None
         if body.get("status") != "success":
             msg = (f"Prometheus answered status {body.get('status')!r} ({detail}) for {where}"
@@ -497,7 +540,7 @@ class PrometheusClient:
             return PrometheusBadResponse(msg, **kw), False, None
         for warning in body.get("warnings") or ():
             logger.warning("Prometheus warning for %s%s: %s", where, _query_part(expr),
-                           _one_line(str(warning), 300))
+                           self._scrub(_one_line(str(warning), 300)))
         return None, False, body.get("data")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -518,12 +561,8 @@ class PrometheusClient:
             logger.exception("Prometheus observer failed (ignored)")
 
     def _scrub(self, text: str) -> str:
-        """Remove every secret this client has resolved, and URL user-info, from ``text``."""
-        text = _USERINFO_RE.sub("***@", text)
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        """``text`` without any credential: see :func:`redact`."""
+        return redact(text, self._secrets)
 
     def _reason(self, exc: BaseException) -> str:
         """A short, secret-free reason for a transport failure, from the exception chain."""
@@ -581,6 +620,85 @@ class PrometheusClient:
 
 
 # --------------------------------------------------------------------------- small helpers
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every credential replaced by ``***``, for messages that are logged or served.
+
+    Each of ``secrets`` (resolved passwords and tokens, and ``base64(user:password)``) goes in
+    the forms a server echoes it back: as is and URL-quoted. Whatever was not resolved here
+    goes too: URL user-info, the value of any ``Authorization:`` header and any credential
+    after ``Basic``/``Bearer`` (a proxy's error page quoting the request it refused).
+    """
+    text = _USERINFO_RE.sub("***@", text)
+    text = _AUTH_HEADER_RE.sub(r"\1***", text)
+    text = _AUTH_SCHEME_RE.sub(r"\1 ***", text)
+    # Longest first: a password may be part of its own base64 form's neighbourhood, never the reverse.
+    for secret in sorted({f for s in secrets if s for f in (s, quote(s, safe=""))}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def display_url(url: str) -> str:
+    """``url`` without user-info, for logs and messages (the configuration refuses it; this is defence)."""
+    return _strip_userinfo(url)
+
+
+def _read_body(resp: requests.Response, deadline: float, timeout: float) -> bytes:
+    """The whole body of a streamed response, or requests' ReadTimeout once ``deadline`` passes.
+
+    Each read waits at most the time left (the socket's timeout is lowered before it), so the
+    overrun is at most one read's scheduling; errors come out as requests exceptions, which
+    :meth:`PrometheusClient._transport_error` maps.
+    """
+    raw = resp.raw
+    if raw is None:  # a response made in memory (a session that is a test double): nothing to stream
+        return resp.content or b""
+    # read1: whatever one socket read brings (urllib3 >= 2.3). Raw bytes, decoded at the end: urllib3's
+    # own decoding keeps reading inside one call until the decompressor yields output, which for a
+    # trickled gzip body is the end of it, past any deadline.
+    read = getattr(raw, "read1", None) or raw.read
+    parts: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise requests.exceptions.ReadTimeout(f"the answer did not complete within {timeout:g}s")
+        _set_read_timeout(raw, min(timeout, left))
+        try:
+            chunk = read(_READ_SIZE, decode_content=False)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.exceptions.ReadTimeout(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # reset, truncated, bad chunking
+            raise requests.exceptions.ConnectionError(exc) from exc
+        if not chunk:
+            return _decode(b"".join(parts), resp.headers.get("Content-Encoding"))
+        parts.append(chunk)
+
+
+def _decode(data: bytes, encoding: str | None) -> bytes:
+    """The body without its Content-Encoding (the client asks for gzip or deflate only)."""
+    coding = (encoding or "identity").strip().lower()
+    try:
+        if coding in ("gzip", "x-gzip"):
+            return zlib.decompress(data, wbits=31)
+        if coding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send it
+            try:
+                return zlib.decompress(data)
+            except zlib.error:
+                return zlib.decompress(data, wbits=-15)
+    except zlib.error as exc:
+        raise requests.exceptions.ContentDecodingError(f"cannot decode the {coding} body: {exc}") from exc
+    if coding != "identity":
+        raise requests.exceptions.ContentDecodingError(f"unsupported Content-Encoding {coding!r}")
+    return data
+
+
+def _set_read_timeout(raw: Any, seconds: float) -> None:
+    """Lower the socket timeout of a streamed urllib3 response; a no-op where the socket is not reachable."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: the read reports it
+            sock.settimeout(max(seconds, 0.001))
 
 
 def _merge(labels: dict[str, str], pieces: list[tuple[np.ndarray, np.ndarray]]) -> RangeSeries:

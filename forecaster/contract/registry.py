@@ -10,6 +10,12 @@ Layout::
 A version directory is complete before it gets its final name (written under a temporary name,
 then renamed), and ``latest`` is replaced with ``os.replace``, so a forecaster reading the
 registry while the trainer writes never sees half a model or a dangling pointer.
+
+Everything written here is world-readable (directories 0755, files 0644, whatever the umask; see
+:data:`~forecaster.contract.artifacts.DIR_MODE`): the trainer and the forecaster often run as
+different users. ``latest`` is trusted no further than the registry: it must name a version (a
+plain name, see :data:`VERSION_NAME`) whose directory lies inside the registry, symlinks resolved,
+so that a pointer written by hand or by a broken tool cannot serve a model from anywhere else.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from forecaster.contract.artifacts import ModelLoadError, save_model_dir
+from forecaster.contract.artifacts import FILE_MODE, ModelLoadError, save_model_dir
 from forecaster.contract.model import ForecastModel
 
 GLOBAL_SCOPE = "global"
@@ -29,6 +35,9 @@ GLOBAL_SCOPE = "global"
 # forecaster that reads the registry finds them without being told; one name for both sides.
 TRAINER_METRICS_FILE = "trainer_metrics.prom"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+#: What a version may be called: one path component, no leading dot (temporary directories start
+#: with one), so neither ``..`` nor an absolute path nor a subdirectory.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def host_scope(instance: str) -> str:
@@ -53,9 +62,24 @@ class Registry:
             return []
         return sorted(p.name for p in vdir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
+    def _version_dir(self, scope: str, version: str, where: Path) -> Path:
+        """The directory of ``version``, or a ModelLoadError (naming ``where``) if it may not be one.
+
+        The name must be a plain version name, and the directory, once symlinks are resolved,
+        must lie inside the registry: ``latest`` is a text file anyone with write access can edit.
+        """
+        if not VERSION_NAME.fullmatch(version):
+            raise ModelLoadError(f"{where}: {version!r} is not a version name (letters, digits, '_', '.', '-', "
+                                 "not starting with '.')")
+        path = self._scope_dir(scope) / "versions" / version
+        if path.exists() and not path.resolve().is_relative_to(self.root.resolve()):
+            raise ModelLoadError(f"{where}: version {version} resolves outside the registry ({path.resolve()})")
+        return path
+
     def add(self, model: ForecastModel, scope: str = GLOBAL_SCOPE, version: str | None = None) -> str:
         """Store a model as a new version (not yet promoted); returns the version name."""
         version = version or new_version()
+        self._version_dir(scope, version, self._scope_dir(scope) / "versions")
         model.metadata["version"] = version
         model.metadata["scope"] = scope
         save_model_dir(model, self._scope_dir(scope) / "versions" / version)
@@ -63,15 +87,21 @@ class Registry:
 
     def promote(self, version: str, scope: str = GLOBAL_SCOPE) -> None:
         """Point ``latest`` at ``version`` in one atomic rename."""
+        self._version_dir(scope, version, self._scope_dir(scope) / "versions")
         if version not in self.versions(scope):
             raise ModelLoadError(f"{self._scope_dir(scope) / 'versions' / version}: no such version")
         sdir = self._scope_dir(scope)
         fd, tmp = tempfile.mkstemp(prefix=".latest.", dir=sdir)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(version + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, sdir / "latest")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(version + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 would hide the pointer from a forecaster of another user
+            os.replace(tmp, sdir / "latest")
+        except BaseException:  # a full disk, or a stopped trainer (trainer.cron.Stopped): no stray pointer left
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def latest_version(self, scope: str = GLOBAL_SCOPE) -> str | None:
         pointer = self._scope_dir(scope) / "latest"
@@ -84,10 +114,11 @@ class Registry:
         return version or None
 
     def latest_path(self, scope: str = GLOBAL_SCOPE) -> Path | None:
+        """The promoted version's directory; None if nothing is promoted; ModelLoadError if ``latest`` is bad."""
         version = self.latest_version(scope)
         if version is None:
             return None
-        path = self._scope_dir(scope) / "versions" / version
+        path = self._version_dir(scope, version, self._scope_dir(scope) / "latest")
         if not path.is_dir():
             raise ModelLoadError(f"{self._scope_dir(scope) / 'latest'}: points at missing version {version}")
         return path

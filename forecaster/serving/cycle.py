@@ -11,7 +11,8 @@ Stages, each timed:
   Prometheus is unreachable or times out, the remaining signals are not tried: each would wait
   out its own timeout and retries for the same answer.
 * **preprocess** - the shared input pipeline (:mod:`forecaster.contract.panel`, then
-  :func:`forecaster.contract.features.build_windows`), after dropping the hosts of other shards.
+  :func:`forecaster.contract.features.build_windows`), after dropping the hosts of other shards;
+  values outside a signal's ``min``/``max`` are masked as missing and counted.
 * **inference** - all series served by one model run as one batch, cut into blocks that bound
   memory; the network is called directly in chunks. Series no model can serve (no model
   loaded, a signal the model does not know, or an inference error) get the seasonal-naive
@@ -63,6 +64,7 @@ class CycleResult:
     errors: dict[str, str] = field(default_factory=dict)  # stage -> one line
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     skipped: Counter[str] = field(default_factory=Counter)
+    out_of_bounds: Counter[str] = field(default_factory=Counter)  # input samples masked, by signal
     input_staleness: float | None = None
     prometheus_failed: bool = False
     instances: int = 0
@@ -104,7 +106,8 @@ def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: floa
             results = {sig: [s for s in series if "instance" not in s.labels
                              or in_shard(s.labels["instance"], shard.count, shard.index)]
                        for sig, series in results.items()}
-        panel = panel_from_range_results(results, [s.name for s in config.signals], start, end, step)
+        panel = panel_from_range_results(results, [s.name for s in config.signals], start, end, step,
+                                         bounds=config.signal_bounds())
     except Exception as exc:  # the pipeline must never take the service down
         log.exception("preprocessing failed")
         result.fail("preprocess", f"{type(exc).__name__}: {exc}")
@@ -112,6 +115,7 @@ def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: floa
         return result
     result.stage_seconds["preprocess"] = monotonic() - t0
     result.skipped.update(panel.dropped)
+    result.out_of_bounds.update(panel.out_of_bounds)
     result.instances = len(panel.instances)
     _Forecaster(panel, models, config, result, now, chunk or config.forecaster.inference_batch_size,
                 [s for s in results], monotonic).run()

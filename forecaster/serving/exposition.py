@@ -322,6 +322,12 @@ def _cycle_families(v: View) -> list[Metric]:
     for reason in sorted(set(SKIP_REASONS) | set(skipped)):
         g.add_metric([reason], skipped.get(reason, 0))
     out.append(g)
+    g = GaugeMetricFamily("tft_forecaster_input_out_of_bounds_samples", "Input samples of the last cycle outside "
+                          "their signal's min/max, masked as missing.", labels=["signal"])
+    masked = cycle.out_of_bounds if cycle else {}
+    for s in v.signals:
+        g.add_metric([s.name], masked.get(s.name, 0))
+    out.append(g)
     oldest = fs.oldest() if fs is not None else None
     if oldest is not None:
         g = GaugeMetricFamily("tft_forecaster_forecast_age_seconds",

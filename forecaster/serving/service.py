@@ -40,9 +40,13 @@ from forecaster.serving.cycle import CycleResult, run_cycle
 from forecaster.serving.exposition import StateCollector, Stats, View
 from forecaster.serving.snapshot import MAX_HORIZON_SECONDS, ForecastSet, breaches, forecasts_document, iso
 from forecaster.serving.store import ModelSet, ModelStore, default_registry_dir
+from toolkit.http import WebLayer
 from toolkit.version import package_version
 
 log = logging.getLogger(__name__)
+
+#: The families of the trainer's metrics file that are re-exported.
+TRAINER_PREFIX = "tft_trainer_"
 
 
 def set_torch_threads(threads: int) -> None:
@@ -89,7 +93,14 @@ class _TextFile:
             return self.families
         self.key = key
         try:
-            self.families = exposition.parse_textfile(self.path.read_text(encoding="utf-8"))
+            families = exposition.parse_textfile(self.path.read_text(encoding="utf-8"))
+            # Only the trainer's own families: anything else in the file (a node_exporter textfile
+            # collector's, or one of ours) would be re-exported under the forecaster's job and
+            # could collide with the forecaster's own series.
+            self.families = tuple(f for f in families if f.name.startswith(TRAINER_PREFIX))
+            ignored = sorted(f.name for f in families if not f.name.startswith(TRAINER_PREFIX))
+            if ignored:
+                log.warning("%s: not re-exported (not %s*): %s", self.path, TRAINER_PREFIX, ", ".join(ignored))
             self.error = None
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             self.error = f"{self.path}: not valid Prometheus text format ({exc})"
@@ -178,6 +189,7 @@ class Service:
                 log.exception("forecast cycle crashed")
                 result = CycleResult(started=now, step_seconds=self.config.model.step_seconds)
                 result.fail("inference", f"{type(exc).__name__}: {exc}")
+            self._nothing_forecast(result)
             t0 = time.monotonic()
             try:
                 published = self._merge(result, models, now)
@@ -194,6 +206,32 @@ class Service:
             self.stats.count_cycle(time.monotonic() - began, success, result.errors)
             self._log(result, models, time.monotonic() - began)
             return result
+
+    def _nothing_forecast(self, result: CycleResult) -> None:
+        """A signal that answered but gave no forecast, where forecasts of it are served now, failed.
+
+        All-NaN values, data stale for longer than the window's last steps, or only duplicated
+        series: the query succeeded, every series was skipped, and merging would replace the
+        served forecasts with nothing while the cycle counted as a success (last success
+        advancing, so no staleness alert). Such a signal is handled like one whose query
+        returned no series: its previous forecasts are carried over (until they expire) and the
+        cycle fails at ``preprocess``. A signal never forecast before (a new deployment, a new
+        signal) is not a failure: there is nothing to keep.
+        """
+        served = self._published.forecasts
+        fresh = result.forecasts
+        if fresh is None or served is None or not len(served):
+            return
+        had = set(served.signals.tolist())
+        got = set(fresh.signals.tolist())
+        empty = [s.name for s in self.config.signals
+                 if s.name in had and s.name not in got and s.name not in result.failed_signals]
+        if not empty:
+            return
+        result.failed_signals += empty
+        skipped = ", ".join(f"{k} {v}" for k, v in sorted(result.skipped.items()) if v) or "none"
+        result.fail("preprocess", f"no series of {', '.join(empty)} could be forecast (skipped: {skipped}); "
+                                  "keeping the previous forecasts")
 
     def _merge(self, result: CycleResult, models: ModelSet, now: float) -> Published:
         prev = self._published
@@ -357,10 +395,11 @@ class RunningService:
 
 
 def start(config: Config, *, address: str | None = None, scheduler: bool = True, watch_seconds: float | None = None,
-          **kwargs: Any) -> RunningService:
+          web: WebLayer | None = None, **kwargs: Any) -> RunningService:
     """Bind the HTTP server first (so a taken port fails fast), then start the schedule.
 
     ``address`` defaults to ``forecaster.listen_address``; ``127.0.0.1:0`` picks a free port.
+    ``web``: a loaded ``--web.config.file`` (TLS, basic auth; :class:`toolkit.webconfig.WebConfigFile`).
     ``kwargs`` go to :class:`Service` (client, store, clock: the test seams).
     """
     from forecaster.serving.web import make_app
@@ -369,7 +408,7 @@ def start(config: Config, *, address: str | None = None, scheduler: bool = True,
     address = address or config.forecaster.listen_address
     parse_listen_address(address)
     holder: dict[str, Service] = {}
-    server, thread = serve(make_app(_Deferred(holder)), address, name="tft-forecaster-http")
+    server, thread = serve(make_app(_Deferred(holder)), address, name="tft-forecaster-http", web=web)
     try:
         service = Service(config, **kwargs)
     except BaseException:

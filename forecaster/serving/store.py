@@ -202,6 +202,8 @@ class ModelStore:
                     self._on_error(message)
             if errors:
                 self._last_error = errors[-1]
+            elif not self._failed:  # every failure is over (fixed, replaced or gone): stop showing it
+                self._last_error = None
             return errors
 
     def _wanted(self, errors: list[str]) -> dict[str, Path]:
@@ -220,7 +222,7 @@ class ModelStore:
             try:
                 path = registry.latest_path(scope)
             except ModelLoadError as exc:
-                self._report_once(scope, ("pointer", str(exc)), str(exc), errors)
+                self._report_once(scope, ("pointer", str(exc)), _one_line(str(exc)), errors)
                 if scope in self._models:
                     wanted[scope] = self._models[scope].path
                 continue
@@ -240,9 +242,11 @@ class ModelStore:
     def _load_if_changed(self, scope: str, path: Path, errors: list[str]) -> None:
         key = _file_key(path)
         current = self._models.get(scope)
-        if current is not None and current.key == key:
-            return
         failed = self._failed.get(scope)
+        if current is not None and current.key == key:
+            if failed is not None and failed[0][:1] != ("pointer",):
+                del self._failed[scope]  # the served files are back: that failure is over
+            return
         if failed is not None and failed[0] == key:
             return  # already reported; wait for the files to change
         began = time.monotonic()
@@ -250,10 +254,12 @@ class ModelStore:
             model = self._loader(path)
             self._check(model, path)
         except ModelLoadError as exc:
-            self._report_once(scope, key, _keeping(str(exc), current), errors)
+            log.debug("loading %s failed", path, exc_info=True)  # the traceback, for whoever asks for it
+            self._report_once(scope, key, _keeping(_one_line(str(exc)), current), errors)
             return
         except Exception as exc:  # a loader bug or a library error must not stop the service
-            self._report_once(scope, key, _keeping(f"{path}: cannot load ({type(exc).__name__}: {exc})",
+            log.debug("loading %s failed", path, exc_info=True)
+            self._report_once(scope, key, _keeping(_one_line(f"{path}: cannot load ({type(exc).__name__}: {exc})"),
                                                    current), errors)
             return
         self._failed.pop(scope, None)
@@ -288,6 +294,24 @@ class ModelStore:
         if not set(spec.signals) & set(self.signals):
             raise ModelLoadError(f"{path}: the model knows none of the configured signals "
                                  f"(model: {', '.join(spec.signals)})")
+
+
+#: The longest load error kept (logged, counted, in /api/v1/status); the rest is in the debug log.
+MESSAGE_LIMIT = 400
+
+
+def _one_line(message: str) -> str:
+    """One line of at most :data:`MESSAGE_LIMIT` characters.
+
+    torch's "Error(s) in loading state_dict" is one line per mismatched tensor: about 180
+    lines for a model whose spec does not fit its weights, once in the log per change.
+    """
+    lines = message.strip().splitlines() or [""]
+    flat = " ".join(" ".join(line.split()) for line in lines)
+    more = f" (+{len(lines) - 1} more lines at debug level)" if len(lines) > 1 else ""
+    if len(flat) + len(more) > MESSAGE_LIMIT:
+        flat = flat[:MESSAGE_LIMIT - len(more) - 1] + "…"
+    return flat + more
 
 
 def _keeping(message: str, current: LoadedModel | None) -> str:

@@ -6,7 +6,8 @@ the last cycle published; none of them queries Prometheus or runs the model.
 
 Endpoints: ``/metrics``, ``/-/healthy``, ``/-/ready`` (503 until a model is loaded and a cycle
 has succeeded), ``/api/v1/status``, ``/api/v1/forecasts?instance=&signal=`` and
-``/api/v1/breaches``.
+``/api/v1/breaches``. The first version of this system served the same documents under other
+paths; :data:`ALIASES` keeps them answering, so scripts written against it do not break.
 """
 
 from __future__ import annotations
@@ -49,6 +50,15 @@ INDEX = """<html><head><title>tft-forecaster</title></head><body>
 """
 
 
+#: The seed system's paths and the endpoint each one answers as (docs/FORECASTER.md, "HTTP API").
+ALIASES = {
+    "/health": "/-/healthy",
+    "/status": "/api/v1/status",
+    "/predictions/current": "/api/v1/forecasts",
+    "/alerts/active": "/api/v1/breaches",
+}
+
+
 def make_app(backend: Backend) -> WSGIApp:
     """The WSGI application serving ``backend``."""
 
@@ -66,6 +76,7 @@ def make_app(backend: Backend) -> WSGIApp:
         if method not in ("GET", "HEAD"):
             return reply(start, "405 Method Not Allowed", b"only GET and HEAD\n", "text/plain", head)
         path = environ.get("PATH_INFO", "/") or "/"
+        path = ALIASES.get(path, path)
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         try:
             if path == "/metrics":

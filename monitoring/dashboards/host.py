@@ -8,24 +8,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitoring.dashboards.ids import DASH_HOST, PANEL_HOST_ETA, PANEL_HOST_FORECAST, PANEL_HOST_PROBABILITY
+from forecaster.contract.config import DEFAULT_SIGNALS, Signal
+from monitoring.dashboards.ids import (
+    DASH_HOST,
+    PANEL_HOST_ETA,
+    PANEL_HOST_ETA_HISTORY,
+    PANEL_HOST_FORECAST,
+    PANEL_HOST_PROBABILITY,
+    PANEL_HOST_PROBABILITY_HISTORY,
+)
 from monitoring.dashboards.panels import (
+    CLUSTER_SELECTOR,
     ETA_STEPS,
     HIDE_COLS,
+    HOST_SELECTOR,
     RISK_STEPS,
     Layout,
+    alerts_annotation,
     by_name,
+    by_regexp,
     dashboard,
+    incidents_annotation,
     organize,
     panel,
+    promotions_annotation,
+    signal_unit,
     stat_options,
     table_options,
     target,
     thresholds,
     ts_defaults,
     ts_options,
+    var_cluster,
+    var_job,
     var_query,
 )
+from monitoring.promql import cutoff_expr
 from monitoring.rules import ACTUAL, HORIZONS, IN_BAND
 from monitoring.settings import SETTINGS
 
@@ -34,12 +52,15 @@ HORIZON_COLORS = {"30m": "purple", "1h": "blue", "2h": "green", "4h": "orange", 
 
 
 def forecast_targets(instance: str, signal_matcher: str, horizons: list[str]) -> list[dict[str, Any]]:
-    sel = f'instance="{instance}", signal{signal_matcher}'
-    ts = [target(f"max({ACTUAL}{{{sel}}})", legend="actual"),
-          target(f"max(last_over_time(tft_signal_threshold{{signal{signal_matcher}}}[9h]))", legend="threshold")]
+    """The actual (recorded by the rules: no job label), the threshold and each horizon's band."""
+    series = f'instance="{instance}", signal{signal_matcher}'
+    ts = [target(f"max({ACTUAL}{{{CLUSTER_SELECTOR}, {series}}})", legend="actual"),
+          target(f"max(last_over_time(tft_signal_threshold{{{HOST_SELECTOR}, signal{signal_matcher}}}[9h]))",
+                 legend="threshold")]
     for h in horizons:
         for q in ("p10", "p50", "p90"):
-            ts.append(target(f'max(tft_forecast_{q}{{{sel}, horizon="{h}"}} offset {h})', legend=f"{q} {h}"))
+            ts.append(target(f'max(tft_forecast_{q}{{{HOST_SELECTOR}, {series}, horizon="{h}"}} offset {h})',
+                             legend=f"{q} {h}"))
     return ts
 
 
@@ -58,9 +79,12 @@ def forecast_overrides(horizons: list[str]) -> list[dict[str, Any]]:
     return o
 
 
-def host_dashboard() -> dict[str, Any]:
+def host_dashboard(signals: tuple[Signal, ...] = DEFAULT_SIGNALS) -> dict[str, Any]:
+    unit = signal_unit(signals)
+    sel = f'{HOST_SELECTOR}, instance="$instance", signal="$signal"'
     lay = Layout()
     lay.add(panel(1, "text", "Reading this dashboard", [],
+                  "How the forecast bands are drawn: the future part of the time range, offsets, colours.",
                   options={"mode": "markdown", "content": (
                       "The time range ends **8 h in the future**. The white line is what happened; each "
                       "colour is one horizon: its **p50** line is the median forecast and the shaded band "
@@ -70,17 +94,18 @@ def host_dashboard() -> dict[str, Any]:
                       "line is the signal's threshold.")}), 24, 3)
     lay.add(panel(PANEL_HOST_FORECAST, "timeseries", "$signal on $instance: actual and forecast, all horizons",
                   forecast_targets("$instance", '="$signal"', HORIZONS),
-                  "Actual series, p50 forecast and p10-p90 band per horizon, threshold.",
-                  defaults=ts_defaults(min_=0), overrides=forecast_overrides(HORIZONS), options=ts_options()), 16, 12)
-    eta = 'min(tft_breach_eta_seconds{instance="$instance", signal="$signal", path="%s"})'
+                  "Actual series, p50 forecast and p10-p90 band per horizon, threshold. Annotations: the "
+                  "project's firing alerts for this host, model promotions, simulated incidents.",
+                  defaults=ts_defaults(unit=unit, min_=0), overrides=forecast_overrides(HORIZONS),
+                  options=ts_options()), 16, 12)
+    eta = f'min(tft_breach_eta_seconds{{{sel}, path="%s"}})'
     lay.add(panel(PANEL_HOST_ETA, "stat", "Breach ETA",
                   [target(eta % "p50", legend="p50 path"), target(eta % "p90", legend="p90 path")],
                   "Time until the forecast path first crosses the threshold (p90 path: the pessimistic case).",
                   unit="s", options=stat_options(color="background") | {"orientation": "horizontal"},
                   defaults={"thresholds": ETA_STEPS}), 8, 5)
     lay.add(panel(PANEL_HOST_PROBABILITY, "bargauge", "Breach probability by horizon",
-                  [target(f'max(tft_breach_probability{{instance="$instance", signal="$signal", horizon="{h}"}})',
-                          legend=h) for h in HORIZONS],
+                  [target(f'max(tft_breach_probability{{{sel}, horizon="{h}"}})', legend=h) for h in HORIZONS],
                   "Calibrated probability that the signal crosses its threshold within each horizon. The "
                   "colours are a fixed scale; the alerts fire at the model's own cut-off per horizon "
                   "(Fleet overview, *Alert cut-off per horizon*).",
@@ -90,15 +115,41 @@ def host_dashboard() -> dict[str, Any]:
                            "valueMode": "color", "namePlacement": "auto", "sizing": "auto", "minVizHeight": 10,
                            "minVizWidth": 0, "maxVizHeight": 300}), 8, 7)
 
+    # What the predicted-breach alerts test, over time: the alerts link here (a stat or bar gauge cannot
+    # show their state changes).
+    lay.row(40, "Breach risk over time: $signal on $instance")
+    alerted = [SETTINGS.critical_horizon, SETTINGS.warning_horizon]
+    lay.add(panel(PANEL_HOST_PROBABILITY_HISTORY, "timeseries", "Breach probability over time",
+                  [target(f'max(tft_breach_probability{{{sel}, horizon="{h}"}})', legend=h) for h in HORIZONS]
+                  + [target(cutoff_expr(h, HOST_SELECTOR), legend=f"cut-off {h}") for h in alerted],
+                  f"Probability that the signal crosses its threshold within each horizon. The dashed lines are "
+                  f"the model's cut-offs for {' and '.join(alerted)}, at or above which the probability alerts "
+                  "(TFTBreachLikelyWithin...) fire after their pending period.",
+                  defaults=ts_defaults(unit="percentunit", min_=0, max_=1),
+                  overrides=[by_name(h, ("color", {"mode": "fixed", "fixedColor": HORIZON_COLORS.get(h, "blue")}))
+                             for h in HORIZONS]
+                  + [by_name(f"cut-off {h}", ("color", {"mode": "fixed", "fixedColor": HORIZON_COLORS.get(h, "red")}),
+                             ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]})) for h in alerted],
+                  options=ts_options()), 12, 8)
+    lay.add(panel(PANEL_HOST_ETA_HISTORY, "timeseries", "Breach ETA over time",
+                  [target(eta % "p50", legend="p50 path"), target(eta % "p90", legend="p90 path")],
+                  "Time until the forecast path first crosses the threshold; no line while it does not cross "
+                  f"within the forecast. TFTBreachForecastWithin{SETTINGS.critical_horizon} fires while the p50 path "
+                  f"stays below the dashed line ({SETTINGS.critical_eta_seconds} s).",
+                  defaults=ts_defaults(unit="s", min_=0, threshold_style="dashed",
+                                       steps=thresholds((None, "red"), (SETTINGS.critical_eta_seconds, "transparent"))),
+                  overrides=[by_regexp("p90.*", ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}))],
+                  options=ts_options()), 12, 8)
+
     lay.row(10, "Forecast per horizon: $signal on $instance")
     for i, h in enumerate(HORIZONS):
         lay.add(panel(11 + i, "timeseries", f"Horizon {h}", forecast_targets("$instance", '="$signal"', [h]),
                       f"Forecast made {h} earlier for each point in time, against the actual.",
-                      defaults=ts_defaults(min_=0), overrides=forecast_overrides([h]),
+                      defaults=ts_defaults(unit=unit, min_=0), overrides=forecast_overrides([h]),
                       options=ts_options()), 8 if i < 3 else 12, 8)
 
     lay.row(20, "This series")
-    sel = 'instance="$instance", signal="$signal"'
+    accuracy_sel = f'{CLUSTER_SELECTOR}, instance="$instance", signal="$signal"'
     lay.add(panel(21, "table", "Model serving this series",
                   [target(f"tft_forecast_model_info{{{sel}}}", instant=True, table=True),
                    target(f"max by (instance, signal) (tft_forecast_warming_up{{{sel}}})", instant=True, table=True)],
@@ -108,7 +159,7 @@ def host_dashboard() -> dict[str, Any]:
                                    organize({"Value #B": "warming up"}, [*HIDE_COLS, "Value #A"])],
                   options=table_options()), 12, 6)
     lay.add(panel(22, "bargauge", "Live accuracy of this series (last day)",
-                  [target(f"avg by (horizon) (avg_over_time({IN_BAND}{{{sel}}}[1d]))", legend="{{horizon}}",
+                  [target(f"avg by (horizon) (avg_over_time({IN_BAND}{{{accuracy_sel}}}[1d]))", legend="{{horizon}}",
                           instant=True)],
                   "Share of actual values inside the p10-p90 band, per horizon (nominal 80 %).",
                   unit="percentunit", defaults={"min": 0, "max": 1, "thresholds": thresholds(
@@ -121,16 +172,20 @@ def host_dashboard() -> dict[str, Any]:
 
     lay.row(30, "All signals of $instance")
     lay.add(panel(31, "timeseries", "$signals", forecast_targets("$instance", '=~"$signals"', HORIZONS),
-                  "The same view for every forecast signal of the host.", defaults=ts_defaults(min_=0),
+                  "The same view for every forecast signal of the host.", defaults=ts_defaults(unit=unit, min_=0),
                   overrides=forecast_overrides(HORIZONS), options=ts_options(),
                   repeat="signals", repeatDirection="h", maxPerRow=2), 12, 9)
+    host_signals = f'label_values(tft_forecast_p50{{{HOST_SELECTOR}, instance="$instance"}}, signal)'
     variables = [
-        var_query("instance", "Host", "label_values(tft_forecast_p50, instance)"),
-        var_query("signal", "Signal", 'label_values(tft_forecast_p50{instance="$instance"}, signal)'),
-        var_query("signals", "All signals", 'label_values(tft_forecast_p50{instance="$instance"}, signal)',
-                  multi=True, include_all=True, hide=2),
+        var_cluster("tft_forecast_p50"),
+        var_job("tft_forecast_p50"),
+        var_query("instance", "Host", f"label_values(tft_forecast_p50{{{HOST_SELECTOR}}}, instance)"),
+        var_query("signal", "Signal", host_signals),
+        var_query("signals", "All signals", host_signals, multi=True, include_all=True, hide=2),
     ]
-    variables[2]["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    variables[-1]["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
     return dashboard(DASH_HOST, "TFT / Host drill-down",
                      "One host: actual, forecast band per horizon reaching 8 h into the future, breach ETA.",
-                     lay.panels, variables, time_from="now-16h", time_to="now+8h")
+                     lay.panels, variables, time_from="now-16h", time_to="now+8h",
+                     annotations=[alerts_annotation('instance="$instance"'), promotions_annotation(),
+                                  incidents_annotation('instance="$instance"')])
