@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import yaml
 
 from forecaster.contract.artifacts import read_metadata
 from forecaster.contract.registry import GLOBAL_SCOPE, Registry
-from tests.modelkit import TINY, synthetic_panel
+from tests.modelkit import TINY, synthetic_panel, tiny_registry
 from trainer import gate
 from trainer.cli import main
 
@@ -68,6 +69,9 @@ def test_train_gate_and_registry_agree(tmp_path: Path, monkeypatch: pytest.Monke
     # client_python writes label names in sorted order.
     assert 'tft_trainer_backtest_score{metric="sql",model="seasonal_naive"}' in text
     assert 'tft_trainer_backtest_score{metric="coverage",model="candidate"}' in text
+    first = registry.versions()[0]
+    if code != 0:  # the next run continues from the current model: make this one current
+        registry.promote(first)
 
     # Second run: a current model (if promoted) is now part of the comparison; this one trains
     # with injected level shifts (trainer.augment), which the model's metadata records.
@@ -89,8 +93,29 @@ def test_train_gate_and_registry_agree(tmp_path: Path, monkeypatch: pytest.Monke
     shares = [read_metadata(registry.root / GLOBAL_SCOPE / "versions" / v)["training"]["level_shift_share"]
               for v in versions]
     assert shares == [0.0, 0.3] and shares_used == {0.3}
-    if code == 0:
-        assert 'model="current"' in metrics.read_text()
+    assert 'model="current"' in metrics.read_text()
+    # The second run continued from the first one's weights (the default), the first from fresh ones.
+    starts = [read_metadata(registry.root / GLOBAL_SCOPE / "versions" / v)["training"]["initial_weights"]
+              for v in versions]
+    assert starts == [None, str(registry.root / GLOBAL_SCOPE / "versions" / first)]
+
+
+def test_training_continues_from_the_current_model_only_when_the_network_has_its_shape(tmp_path: Path) -> None:
+    from trainer.cli import _parser, _starting_weights
+
+    args = _parser().parse_args(["train"])
+    registry, model, _ = tiny_registry(tmp_path)
+    spec = model.spec
+    assert _starting_weights(args, Registry(tmp_path / "empty"), GLOBAL_SCOPE, spec) is None  # fresh weights
+    current = registry.latest_path()
+    assert current is not None
+    assert _starting_weights(args, registry, GLOBAL_SCOPE, spec) == current / "model.safetensors"
+    # A host scope without a model of its own continues from the global one.
+    assert _starting_weights(args, registry, "host-web-01", spec) == current / "model.safetensors"
+    assert _starting_weights(_parser().parse_args(["train", "--from-scratch"]), registry, GLOBAL_SCOPE, spec) is None
+    for changed in ({"signals": spec.signals[:2]}, {"hidden_size": spec.hidden_size * 2},
+                    {"seasonal_days": 1}):
+        assert _starting_weights(args, registry, GLOBAL_SCOPE, dataclasses.replace(spec, **changed)) is None
 
 
 def test_gate_keeps_the_current_model_when_the_candidate_is_worse() -> None:

@@ -17,6 +17,7 @@ Exit statuses (the same for every subcommand; documented in docs/TRAINING.md):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import math
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--metrics-file", type=Path, default=None)
     t.add_argument("--lock-file", type=Path, default=None)
     lightning_flags(t)
+    t.add_argument("--from-scratch", action="store_true",
+                   help="fresh weights, not the current model's (default: continue from the current model of "
+                        "the registry when its network has the same shape)")
 
     r = sub.add_parser("recalibrate", help="refit a trained model's band and breach model on recent history "
                                            "(weights unchanged) and promote the result")
@@ -401,8 +405,10 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
     helped = False
     for scope, part in jobs:
         end = np.full(len(part.instances), part.n_times - holdout)
+        start_from = _starting_weights(args, registry, scope, spec)
         try:
-            result = train_model(part, spec, settings, holdout, thresholds, series_end=end)
+            result = train_model(part, spec, dataclasses.replace(settings, initial_weights=start_from), holdout,
+                                 thresholds, series_end=end)
         except ValueError as exc:
             log.error("%s: %s", scope, exc)
             codes.append(EXIT_NO_DATA)
@@ -417,6 +423,7 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
                          "window_start": int(part.timestamps[0]), "window_end": int(part.timestamps[-1]),
                          "holdout_steps": holdout, "epochs": result.epochs, "samples": result.samples_seen,
                          "level_shift_share": settings.level_shift_share,
+                         "initial_weights": str(start_from.parent) if start_from else None,
                          "seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,
                          "data_fingerprint": _fingerprint(part)},
             "signals": [s.model_dump(mode="json") for s in config.signals],
@@ -458,6 +465,47 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
     if args.per_server and any(c == EXIT_OK for c in codes):
         code = EXIT_OK if all(c in (EXIT_OK, EXIT_NOT_BETTER, EXIT_BASELINE) for c in codes) else code
     return code, all_scores or None, version
+
+
+# The fields of a spec that decide the network's parameter shapes and what they mean: weights carry
+# over only between networks that agree on all of them.
+_SHAPE_FIELDS = ("signals", "context_steps", "horizon_steps", "step_seconds", "hidden_size", "attention_heads",
+                 "hidden_continuous_size", "seasonal_days", "quantiles")
+
+
+def _starting_weights(args: argparse.Namespace, registry: Registry, scope: str, spec: ModelSpec) -> Path | None:
+    """The weights a training run starts from: ``--init-from``, else the scope's current model
+    (a host scope without one: the global model; a fresh install: the shipped model), when its
+    network has the same shape; None (fresh weights) with ``--from-scratch`` or when none fits.
+
+    Continuing keeps what earlier runs learned from longer and broader histories than the one
+    window this run reads; the promotion gate still judges the result against the current model.
+    """
+    from forecaster.contract.artifacts import ModelLoadError, read_metadata
+    from forecaster.contract.model import ModelSpec
+    from forecaster.contract.registry import GLOBAL_SCOPE
+
+    if args.init_from is not None:
+        return args.init_from / "model.safetensors"
+    if getattr(args, "from_scratch", True):
+        return None
+    for candidate_scope in dict.fromkeys((scope, GLOBAL_SCOPE)):
+        try:
+            path = registry.latest_path(candidate_scope)
+            if path is None:
+                continue
+            current = ModelSpec.from_json(read_metadata(path)["spec"])
+        except (ModelLoadError, KeyError, TypeError, ValueError) as exc:
+            log.warning("%s: not starting from the current model of %s (%s)", scope, candidate_scope, exc)
+            continue
+        differ = [f for f in _SHAPE_FIELDS if getattr(current, f) != getattr(spec, f)]
+        if differ:
+            log.info("%s: training from scratch: the current model %s differs in %s", scope, path.name,
+                     ", ".join(differ))
+            return None
+        log.info("%s: continuing from the current model %s (--from-scratch: fresh weights)", scope, path.name)
+        return path / "model.safetensors"
+    return None
 
 
 def _read_history(config: Config) -> Panel | None:
