@@ -59,9 +59,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from devkit.background import BackgroundServer
 
 QUERY = "/api/v1/query"
 QUERY_RANGE = "/api/v1/query_range"
@@ -200,13 +202,13 @@ class _Series:
 # --------------------------------------------------------------------------- the server
 
 
-class FakePrometheus:
+class FakePrometheus(BackgroundServer):
     """The fake server; see the module docstring for the API."""
 
+    thread_name = "fakeprom"
+
     def __init__(self, prefix: str = "", host: str = "127.0.0.1", port: int = 0) -> None:
-        self.prefix = prefix.rstrip("/")
-        self.host = host
-        self.port = port
+        super().__init__(host, port, prefix)
         self.max_points = 11_000
         self.requests: list[Recorded] = []
         self._series: list[_Series] = []
@@ -216,41 +218,6 @@ class FakePrometheus:
         self._bearer: str | None = None
         self._headers: dict[str, str] = {}
         self._lock = threading.RLock()  # reentrant: a reply function may call back into the fake
-        self._release = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}{self.prefix}"
-
-    def start(self) -> FakePrometheus:
-        self._release.clear()
-        fake = self
-
-        class Handler(_Handler):
-            owner = fake
-
-        server = ThreadingHTTPServer((self.host, self.port), Handler)
-        server.daemon_threads = True
-        self.port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fakeprom-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def go_down(self) -> None:
         """Stop listening (connections are refused); state is kept for :meth:`come_back`."""
@@ -259,12 +226,6 @@ class FakePrometheus:
     def come_back(self) -> None:
         """Listen again on the same port."""
         self.start()
-
-    def __enter__(self) -> FakePrometheus:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- configuration
 
@@ -419,7 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             reply = owner._handle(rec)
         while reply.delay > 0 or reply.then is not None or reply.status == 0:
-            if reply.delay > 0 and owner._release.wait(reply.delay):
+            if reply.delay > 0 and owner.release.wait(reply.delay):
                 return  # released by stop(): drop the connection without answering
             reply = reply.then if reply.then is not None else owner._default(rec)
         rec.status = reply.status
@@ -432,3 +393,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply.body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout): that is the point of a hang
+
+
+FakePrometheus.handler = _Handler

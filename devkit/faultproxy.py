@@ -38,9 +38,11 @@ import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from devkit.background import BackgroundServer
 
 QUERY_RANGE = "/api/v1/query_range"
 #: The longest any fault holds a connection.
@@ -118,65 +120,24 @@ class _Upstream:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     """The proxy; see the module docstring."""
+
+    thread_name = "faultproxy"
 
     def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream must be an http:// URL, got {upstream!r}")
+        # The proxy answers under the upstream's own path prefix, so its URL stands in for it.
+        super().__init__(host, port, parts.path)
         self.upstream_host = parts.hostname
         self.upstream_port = parts.port or 80
-        self.upstream_prefix = parts.path.rstrip("/")
-        self.host = host
-        self.port = port
         self.seen: Counter[str] = Counter()
         self.faulted: Counter[str] = Counter()
         self._injections: list[_Injection] = []
         self._lock = threading.Lock()
-        self._release = threading.Event()
         self._rng = random.Random(0)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}{self.upstream_prefix}"
-
-    # -- lifecycle
-
-    def start(self) -> FaultProxy:
-        self._release.clear()
-        proxy = self
-
-        class Handler(_Handler):
-            owner = proxy
-
-        server = ThreadingHTTPServer((self.host, self.port), Handler)
-        server.daemon_threads = True
-        self.port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"faultproxy-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and cut every hang and slow body short."""
-        self._release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- faults
 
@@ -222,7 +183,7 @@ class FaultProxy:
         try:
             out = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
             out["Accept-Encoding"] = "identity" if identity else headers.get("Accept-Encoding", "identity")
-            conn.request(method, self.upstream_prefix + target, body=body or None, headers=out)
+            conn.request(method, self.prefix + target, body=body or None, headers=out)
             resp = conn.getresponse()
             data = resp.read()
             keep = {k: v for k, v in resp.getheaders() if k.lower() in ("retry-after", "content-encoding")}
@@ -288,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         fault = owner._take(path)
         if fault is not None and fault.kind == "hang":
-            owner._release.wait(fault.seconds)
+            owner.release.wait(fault.seconds)
             return  # no answer: the connection closes
         if fault is not None and fault.kind == "status":
             doc = {"status": "error", "errorType": "unavailable" if fault.status_code >= 500 else "too_many_requests",
@@ -333,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _trickle(self, answer: _Upstream, interval: float) -> None:
         """Headers at once, then the body a byte at a time, for at most MAX_FAULT_SECONDS."""
-        release = self.owner._release
+        release = self.owner.release
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
@@ -350,3 +311,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the client gave up: that is the point
+
+
+FaultProxy.handler = _Handler

@@ -18,6 +18,7 @@ The tiny model (context 48 steps of 300 s, 4 hidden units) is what ``tests/model
 
 from __future__ import annotations
 
+import math
 import shutil
 import threading
 from collections.abc import Iterator
@@ -27,8 +28,9 @@ from typing import Any
 
 import pytest
 
+from devkit.fakeprom import FakePrometheus
 from forecaster.contract.config import Config, parse_config
-from forecaster.serving.service import RunningService, start
+from forecaster.serving.service import RunningService, Service, start
 
 _TINY_LOCK = threading.Lock()
 _TINY: dict[str, Path] = {}
@@ -51,6 +53,48 @@ def shared_tiny_registry(factory: pytest.TempPathFactory) -> Path:
 def copy_registry(root: Path, dest: Path) -> Path:
     shutil.copytree(root, dest, ignore=shutil.ignore_patterns("work"))
     return dest
+
+
+#: The fake clock's start, and the hosts and signals of :func:`sine_fleet`.
+T0 = 1_750_000_000.0
+HOSTS = ["web-01", "db-02", "batch-03"]
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.t += 300``), for a ``Service(clock=...)``."""
+
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@contextmanager
+def sine_fleet(hosts: list[str] = HOSTS) -> Iterator[FakePrometheus]:
+    """A fake Prometheus whose every query answers a daily sine per host, from a day before :data:`T0`."""
+    with FakePrometheus() as fake:
+        for i, host in enumerate(hosts):
+            fake.add_series({"instance": host}, lambda t, i=i: 0.4 + 0.2 * math.sin(2 * math.pi * t / 86400 + i),
+                            start=T0 - 86400)
+        yield fake
+
+
+def make_service(fake: FakePrometheus, registry_dir: Path | None, clock: Clock, **overrides: Any) -> Service:
+    """An in-process service (no HTTP server, no scheduler) reading ``fake``, on ``clock``."""
+    return Service(forecaster_config(registry_dir, fake.url, **overrides), clock=clock)
+
+
+def metric(service: Service, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """One sample of what the service's ``/metrics`` would show (its state and its forecasts)."""
+    from prometheus_client import CollectorRegistry
+
+    from forecaster.serving.exposition import ForecastCollector
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(service.state_collector)
+    reg.register(ForecastCollector(lambda: service.published.forecasts))
+    return reg.get_sample_value(name, labels or {})
 
 
 def forecaster_config(registry_dir: Path | str | None, prometheus_url: str, *, interval: int = 5,

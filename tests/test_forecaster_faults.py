@@ -15,35 +15,32 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
 from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Recorded, Reply
 from forecaster.contract.config import ConfigError, load_config
 from forecaster.contract.panel import BOUND_TOLERANCE, panel_from_range_results
 from forecaster.contract.prometheus import RangeSeries
 from forecaster.contract.registry import Registry
-from forecaster.serving.exposition import ForecastCollector
 from forecaster.serving.service import Service
-from tests.forecaster_harness import copy_registry, forecaster_config, shared_tiny_registry
+from tests.forecaster_harness import (
+    HOSTS,
+    T0,
+    Clock,
+    copy_registry,
+    forecaster_config,
+    make_service,
+    metric,
+    shared_tiny_registry,
+    sine_fleet,
+)
 
-T0 = 1_750_000_000.0
-HOSTS = ["web-01", "db-02", "batch-03"]
 SIGNALS = ["cpu", "memory", "filesystem", "iowait"]
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +55,8 @@ def registry(tiny_root: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake() -> Iterator[FakePrometheus]:
-    with FakePrometheus() as f:
-        for i, host in enumerate(HOSTS):
-            f.add_series({"instance": host}, lambda t, i=i: 0.4 + 0.2 * math.sin(2 * math.pi * t / 86400 + i),
-                         start=T0 - 86400)
+    with sine_fleet() as f:
         yield f
-
-
-def make_service(fake: FakePrometheus, registry_dir: Path | None, clock: Clock, **overrides: Any) -> Service:
-    return Service(forecaster_config(registry_dir, fake.url, **overrides), clock=clock)
-
-
-def metric(service: Service, name: str, labels: dict[str, str] | None = None) -> float | None:
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(service.state_collector)
-    reg.register(ForecastCollector(lambda: service.published.forecasts))
-    return reg.get_sample_value(name, labels or {})
 
 
 def made_at(service: Service) -> set[float]:

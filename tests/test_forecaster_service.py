@@ -9,37 +9,34 @@ fake Prometheus; one test goes through the real HTTP server and scheduler.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from prometheus_client import CollectorRegistry
 
 from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
 from forecaster.contract.artifacts import load_model_dir, save_model_dir
 from forecaster.contract.registry import Registry
-from forecaster.serving.exposition import ForecastCollector
 from forecaster.serving.service import Service
-from tests.forecaster_harness import copy_registry, forecaster_config, shared_tiny_registry, start_forecaster
+from tests.forecaster_harness import (
+    HOSTS,
+    T0,
+    Clock,
+    copy_registry,
+    forecaster_config,
+    make_service,
+    metric,
+    shared_tiny_registry,
+    sine_fleet,
+    start_forecaster,
+)
 
-T0 = 1_750_000_000.0
-HOSTS = ["web-01", "db-02", "batch-03"]
 SIGNALS = ["cpu", "memory", "filesystem", "iowait"]
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +51,8 @@ def registry(tiny_root: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake() -> Iterator[FakePrometheus]:
-    with FakePrometheus() as f:
-        for i, host in enumerate(HOSTS):
-            f.add_series({"instance": host}, lambda t, i=i: 0.4 + 0.2 * math.sin(2 * math.pi * t / 86400 + i),
-                         start=T0 - 86400)
+    with sine_fleet() as f:
         yield f
-
-
-def make_service(fake: FakePrometheus, registry_dir: Path | None, clock: Clock, **overrides: Any) -> Service:
-    config = forecaster_config(registry_dir, fake.url, **overrides)
-    return Service(config, clock=clock)
-
-
-def metric(service: Service, name: str, labels: dict[str, str] | None = None) -> float | None:
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(service.state_collector)
-    reg.register(ForecastCollector(lambda: service.published.forecasts))
-    return reg.get_sample_value(name, labels or {})
 
 
 def served(service: Service) -> dict[tuple[str, str], float]:
