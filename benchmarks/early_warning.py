@@ -155,6 +155,43 @@ def score(rule: Rule, incidents: list, grid: np.ndarray, hosts: int, days: float
             "false_per_host_day": false / (hosts * days), "per_kind": per_kind}
 
 
+def shipped_tft_rules(probs: dict[str, np.ndarray], eta50: np.ndarray, cutoffs: dict[str, float],
+                      cycles: np.ndarray, grid: np.ndarray, keys: list[tuple[str, str]],
+                      quiet: np.ndarray | None = None) -> list[Rule]:
+    """The three predicted-breach rules as shipped (``SETTINGS``), on forecasts [S, K] made at ``cycles``,
+    held between cycles and evaluated on ``grid``; ``keys[s]`` is series s's (instance, signal).
+
+    ``quiet`` [S, K] marks forecasts whose breach the declared schedules explain
+    (``tft_breach_scheduled`` 1): the shipped rules do not page on them (``unless on (...)``).
+    """
+    from monitoring.settings import SETTINGS
+
+    st = SETTINGS
+    # The rules compare with the model's cut-off (tft_breach_probability_cutoff); the stand-in
+    # only where the model has none for that horizon.
+    crit_cut = cutoffs.get(st.critical_horizon, st.absent_cutoff)
+    warn_cut = cutoffs.get(st.warning_horizon, st.absent_cutoff)
+    crit_p = probs[st.critical_horizon] >= crit_cut
+    crit_eta = eta50 <= st.critical_eta_seconds
+    warn_8h = (probs[st.warning_horizon] >= warn_cut) & ~crit_p & ~crit_eta
+    if quiet is not None:
+        crit_p, crit_eta, warn_8h = crit_p & ~quiet, crit_eta & ~quiet, warn_8h & ~quiet
+
+    def tft_rule(name: str, cond: np.ndarray, for_text: str) -> Rule:
+        rule = Rule(name, parse_duration(for_text))
+        firing = hold(step_function(cond, cycles, grid), rule.for_seconds, GRID)
+        rule.firing = {key: firing[n] for n, key in enumerate(keys)}
+        return rule
+
+    return [
+        tft_rule(f"TFTBreachLikelyWithin1h: P({st.critical_horizon}) >= {crit_cut:g} (model cut-off)", crit_p,
+                 st.critical_for),
+        tft_rule(f"TFTBreachForecastWithin1h: p50 ETA <= {st.critical_eta_seconds}s", crit_eta, st.critical_for),
+        tft_rule(f"TFTBreachLikelyWithin8h: P({st.warning_horizon}) >= {warn_cut:g} (model cut-off)", warn_8h,
+                 st.warning_for),
+    ]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model.dir", dest="model_dir", type=Path, default=None,
@@ -176,7 +213,6 @@ def main() -> int:
     from forecaster.contract.features import build_windows, first_crossing
     from forecaster.contract.panel import Panel
     from forecaster.serving.store import default_registry_dir
-    from monitoring.settings import SETTINGS
 
     every = parse_duration(args.every)
     if every % STEP:
@@ -228,30 +264,18 @@ def main() -> int:
         done = min(lo + block, len(all_s))
         print(f"  forecasts: {done}/{len(all_s)} windows ({time.monotonic() - began:.0f}s)", file=sys.stderr)
 
+    keys = [(fleet.names[i], sig[j]) for i, j in series]
+    rules = shipped_tft_rules(probs, eta50, cutoffs, cycles, grid, keys)
+    union = Rule("any shipped TFT rule", 0.0, {k: rules[0].firing[k] | rules[1].firing[k] | rules[2].firing[k]
+                                               for k in rules[0].firing})
+
     def tft_rule(name: str, cond: np.ndarray, for_text: str | None) -> Rule:
         rule = Rule(name, parse_duration(for_text) if for_text else 0.0)
         on_grid = step_function(cond, cycles, grid)
         firing = hold(on_grid, rule.for_seconds, GRID) if for_text else on_grid
-        rule.firing = {(fleet.names[i], sig[j]): firing[n] for n, (i, j) in enumerate(series)}
+        rule.firing = {key: firing[n] for n, key in enumerate(keys)}
         return rule
 
-    st = SETTINGS
-    # The rules compare with the model's cut-off (tft_breach_probability_cutoff); the stand-in
-    # only where the model has none for that horizon.
-    crit_cut = cutoffs.get(st.critical_horizon, st.absent_cutoff)
-    warn_cut = cutoffs.get(st.warning_horizon, st.absent_cutoff)
-    crit_p = probs[st.critical_horizon] >= crit_cut
-    crit_eta = eta50 <= st.critical_eta_seconds
-    warn_8h = (probs[st.warning_horizon] >= warn_cut) & ~crit_p & ~crit_eta
-    rules = [
-        tft_rule(f"TFTBreachLikelyWithin1h: P({st.critical_horizon}) >= {crit_cut:g} (model cut-off)", crit_p,
-                 st.critical_for),
-        tft_rule(f"TFTBreachForecastWithin1h: p50 ETA <= {st.critical_eta_seconds}s", crit_eta, st.critical_for),
-        tft_rule(f"TFTBreachLikelyWithin8h: P({st.warning_horizon}) >= {warn_cut:g} (model cut-off)", warn_8h,
-                 st.warning_for),
-    ]
-    union = Rule("any shipped TFT rule", 0.0, {k: rules[0].firing[k] | rules[1].firing[k] | rules[2].firing[k]
-                                               for k in rules[0].firing})
     demo_cond = (eta50 < np.inf) | (eta90 < np.inf)
     for label, cut in cutoffs.items():
         if label in probs:

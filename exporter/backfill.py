@@ -317,7 +317,7 @@ def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0
 
     records = fleet.incidents(start, end)
     document = incidents_document(records, seed=fleet.seed, scenario=fleet.scenario, anchor=fleet.anchor,
-                                  start=start, end=end, hosts=fleet.names)
+                                  start=start, end=end, hosts=fleet.names, jobs=fleet.job_runs(start, end))
     result.incidents_path = out_dir / "incidents.json"
     write_incidents(result.incidents_path, document)
     logger.info("%d incidents written to %s", len(records), result.incidents_path)

@@ -49,6 +49,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="time the incident schedule is built around, ISO 8601 or unix seconds "
                              "(default: start time rounded down to the minute)")
     parser.add_argument("--job", help="job label of backfilled series; must match the scrape job (default: node)")
+    parser.add_argument("--scheduled-jobs", dest="scheduled_jobs", action="store_true", default=None,
+                        help="add the scheduled jobs (a nightly backup, a weekly batch; docs/EXPORTER.md)")
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -85,7 +87,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, **extra: Any) -> ExporterSection:
     overrides = {"hosts": args.hosts, "scenario": args.scenario, "seed": args.seed, "anchor": args.anchor,
-                 "job": args.job, **extra}
+                 "job": args.job, "scheduled_jobs": args.scheduled_jobs, **extra}
     return load_exporter_config(args.config_file, overrides)
 
 
@@ -96,7 +98,7 @@ def _fleet(cfg: ExporterSection, now: float) -> Fleet:
     anchor = cfg.anchor_time(now)
     logger.info("scenario %s, seed %d, %d hosts, anchor %s (%d)", cfg.scenario, cfg.seed, cfg.hosts, iso(anchor),
                 anchor)
-    return Fleet(cfg.hosts, seed=cfg.seed, scenario=cfg.scenario, anchor=anchor)
+    return Fleet(cfg.hosts, seed=cfg.seed, scenario=cfg.scenario, anchor=anchor, jobs=cfg.scheduled_jobs)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -180,7 +182,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         raise UsageError("--to is before --from")
     records = fleet.incidents(start, end)
     document = incidents_document(records, seed=fleet.seed, scenario=fleet.scenario, anchor=fleet.anchor,
-                                  start=start, end=end, hosts=fleet.names)
+                                  start=start, end=end, hosts=fleet.names, jobs=fleet.job_runs(start, end))
     if args.out == "-":
         json.dump(document, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -82,6 +82,8 @@ class ExporterSection(BaseModel):
     listen_address: str = DEFAULT_LISTEN_ADDRESS
     #: ``job`` label written into backfilled series; must match the scrape job's name.
     job: str = Field(default=DEFAULT_JOB, min_length=1)
+    #: Scheduled jobs (exporter.jobs: a nightly backup, a weekly batch) on top of the scenario.
+    scheduled_jobs: bool = False
 
     @field_validator("anchor")
     @classmethod
@@ -105,7 +107,8 @@ class ExporterSection(BaseModel):
 
 #: The command-line flag that overrides each field, to name it in error messages.
 FLAGS: dict[str, str] = {"hosts": "--hosts", "scenario": "--scenario", "seed": "--seed",
-                         "anchor": "--scenario.anchor", "listen_address": "--web.listen-address", "job": "--job"}
+                         "anchor": "--scenario.anchor", "listen_address": "--web.listen-address", "job": "--job",
+                         "scheduled_jobs": "--scheduled-jobs"}
 
 
 def _format_error(source: str, exc: ValidationError, from_flags: set[str]) -> str:

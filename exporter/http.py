@@ -168,7 +168,8 @@ class ExporterApp:
             return 404, "text/plain; charset=utf-8", f"unknown instance {unknown[0]!r}\n".encode()
         records = self.fleet.incidents(start, end, hosts)
         doc = incidents_document(records, seed=self.fleet.seed, scenario=self.fleet.scenario,
-                                 anchor=self.fleet.anchor, start=start, end=end, hosts=hosts)
+                                 anchor=self.fleet.anchor, start=start, end=end, hosts=hosts,
+                                 jobs=self.fleet.job_runs(start, end, hosts))
         return 200, "application/json", json.dumps(doc).encode()
 
 

@@ -305,14 +305,20 @@ class IncidentRecord:
 
 
 def incidents_document(records: Sequence[IncidentRecord], *, seed: int, scenario: str, anchor: float,
-                       start: float, end: float, hosts: Iterable[str]) -> dict[str, Any]:
-    """The JSON document served on ``/incidents`` and written by ``backfill``/``incidents``."""
+                       start: float, end: float, hosts: Iterable[str],
+                       jobs: Sequence[Any] | None = None) -> dict[str, Any]:
+    """The JSON document served on ``/incidents`` and written by ``backfill``/``incidents``.
+
+    With scheduled jobs on (``jobs``, exporter.jobs.JobRun), their runs are listed under ``jobs``,
+    apart from the incidents: planned load is not an incident."""
+    extra: dict[str, Any] = {} if jobs is None else {"jobs": [r.to_json() for r in jobs]}
     return {
         "generator": "tft-exporter",
         "seed": seed, "scenario": scenario, "anchor": iso(anchor),
         "from": iso(start), "to": iso(end), "hosts": list(hosts),
         "thresholds": dict(THRESHOLDS),
         "incidents": [r.to_json() for r in records],
+        **extra,
     }
 
 

@@ -34,6 +34,7 @@ from exporter.incidents import (
     scripted_plans,
     slot_incident,
 )
+from exporter.jobs import JobRun, job_effects, job_runs
 from exporter.profiles import BUSY_MODES, CPU_MODES, DAY, HostSpec, host_names, host_spec, parse_host
 from exporter.waves import GridNoise, Segment, SinSum
 
@@ -113,9 +114,11 @@ class Channel:
 class HostModel:
     """One simulated host under a scenario and anchor. Thread-safe; cheap to query at any time."""
 
-    def __init__(self, seed: int, name: str, scenario: str, anchor: float) -> None:
+    def __init__(self, seed: int, name: str, scenario: str, anchor: float, jobs: bool = False) -> None:
         check_scenario(scenario)
         self.seed, self.name, self.scenario, self.anchor = seed, name, scenario, float(anchor)
+        self.jobs = jobs  # scheduled jobs (exporter.jobs) on top of the scenario
+        self._job_runs: tuple[JobRun, ...] = ()
         self.spec: HostSpec = host_spec(seed, name)
         # Boot before the oldest possible history incident, so counters never see a reset.
         self.boot = float(math.floor(self.anchor - HISTORY_SLOTS * SLOT_SECONDS - DAY - self.spec.boot_jitter))
@@ -135,11 +138,14 @@ class HostModel:
     def profile(self) -> str:
         return self.spec.profile.name
 
-    def _build_channels(self, incidents: Iterable[Incident]) -> dict[str, Channel]:
+    def _build_channels(self, incidents: Iterable[Incident], runs: Iterable[JobRun] = ()) -> dict[str, Channel]:
         s, o = self.spec, self.boot
         effects: dict[str, list[Segment]] = {k: [] for k in ("cpu", "iowait", "network", "write", "memory", "fs")}
         for inc in incidents:
             for channel, segments in incident_effects(s, inc).items():
+                effects[channel].extend(segments)
+        for run in runs:
+            for channel, segments in job_effects(s, run).items():
                 effects[channel].extend(segments)
         return {
             "cpu": Channel(s.cpu, s.cpu_noise, effects["cpu"], o),
@@ -160,7 +166,9 @@ class HostModel:
             if inc is not None:
                 self._slot_incidents.append(inc)
         incidents = tuple(sorted([*self._slot_incidents, *self._scripted], key=lambda i: i.ramp_start))
-        self._channels = self._build_channels(incidents)
+        if self.jobs:  # the scripted incidents were placed without them (so jobs leave incidents as they are)
+            self._job_runs = tuple(job_runs(self.spec, self.boot + DAY, self.anchor + (last + 1) * SLOT_SECONDS))
+        self._channels = self._build_channels(incidents, self._job_runs)
         self._incidents = incidents
         self._slots_until = last
 
@@ -205,6 +213,14 @@ class HostModel:
         lo = -math.inf if start is None else start
         hi = math.inf if end is None else end
         return [i for i in self._incidents if i.end >= lo and i.ramp_start <= hi]
+
+    def job_runs(self, start: float, end: float) -> list[JobRun]:
+        """Runs of scheduled jobs overlapping ``[start, end]`` (none unless jobs are on): planned load,
+        not incidents."""
+        if not self.jobs:
+            return []
+        self._ensure(end)
+        return [r for r in self._job_runs if r.end >= start and r.start <= end]
 
     # ---------------------------------------------------------------- ground truth
 
@@ -415,7 +431,7 @@ class Fleet:
     """The simulated hosts of one run: names, models (built lazily) and fleet-wide helpers."""
 
     def __init__(self, hosts: int | Sequence[str] = 20, *, seed: int = 42, scenario: str = "degrading",
-                 anchor: float) -> None:
+                 anchor: float, jobs: bool = False) -> None:
         check_scenario(scenario)
         if isinstance(hosts, int):
             if hosts < 1:
@@ -427,6 +443,7 @@ class Fleet:
                 parse_host(name)
         self.names: tuple[str, ...] = tuple(names)
         self.seed, self.scenario, self.anchor = seed, scenario, float(anchor)
+        self.jobs = jobs
         self._models: dict[str, HostModel] = {}
         self._lock = threading.Lock()
 
@@ -447,7 +464,7 @@ class Fleet:
             with self._lock:
                 model = self._models.get(name)
                 if model is None:
-                    model = HostModel(self.seed, name, self.scenario, self.anchor)
+                    model = HostModel(self.seed, name, self.scenario, self.anchor, self.jobs)
                     self._models[name] = model
         return model
 
@@ -456,6 +473,13 @@ class Fleet:
         records = [r for name in (self.names if hosts is None else hosts)
                    for r in self.model(name).records(start, end)]
         return sorted(records, key=lambda r: (r.ramp_start, r.instance))
+
+    def job_runs(self, start: float, end: float, hosts: Iterable[str] | None = None) -> list[JobRun] | None:
+        """Ground truth of the scheduled jobs' runs overlapping ``[start, end]``; None when jobs are off."""
+        if not self.jobs:
+            return None
+        runs = [r for name in (self.names if hosts is None else hosts) for r in self.model(name).job_runs(start, end)]
+        return sorted(runs, key=lambda r: (r.start, r.instance, r.job))
 
     def signal_frame(self, start: float, end: float, step: float = 300.0,
                      names: Sequence[str] = DEFAULT_SIGNAL_NAMES) -> pd.DataFrame:

@@ -19,12 +19,13 @@ from monitoring.dashboards.ids import (
     PANEL_HEALTH_RELATIVE,
     PANEL_HEALTH_SERIES,
     PANEL_HEALTH_UP_HISTORY,
+    PANEL_HOST_DRIVERS,
     PANEL_HOST_ETA_HISTORY,
     PANEL_HOST_PROBABILITY_HISTORY,
     dashboard_url,
     panel_url,
 )
-from monitoring.promql import at_or_above_cutoff, block, breach_probability, cutoff_expr, num, one_line
+from monitoring.promql import at_or_above_cutoff, block, breach_probability, by_host, cutoff_expr, num, one_line
 from monitoring.rules import FLEET_COVERAGE, RELATIVE_ERROR
 from monitoring.settings import SETTINGS
 
@@ -59,51 +60,62 @@ def alerts() -> list[Alert]:
     """The table, built on call so that every text and cut-off reads the current ``SETTINGS``."""
     s = SETTINGS
     fsel = s.forecaster_selector
+    series = by_host("signal")  # a forecast series: its host (instance and cluster labels) and signal
+    # A forecast breach that lies wholly inside windows the operator declared (a backup, a batch job:
+    # config schedules:) is planned load, not an incident: no predicted-breach alert pages on it. Nothing
+    # changes where no schedule is declared (no tft_breach_scheduled series) or where it does not explain
+    # the breach (0). docs/OPERATIONS.md, "Declaring schedules".
+    planned = f"\nunless on ({series}) (max by ({series}) (tft_breach_scheduled{{{fsel}}}) == 1)"
     crit_p = breach_probability(s.critical_horizon)
-    crit_eta = 'min by (instance, signal) (tft_breach_eta_seconds{path="p50"})'
+    crit_eta = f'min by ({series}) (tft_breach_eta_seconds{{path="p50"}})'
     warn_p = breach_probability(s.warning_horizon)
+    # The host drill-down's cluster variable follows the alert's cluster, where that label is configured.
+    host_params = "var-instance={{ $labels.instance }}&var-signal={{ $labels.signal }}" + (
+        "&var-cluster={{ $labels.cluster }}" if "cluster" in s.cluster_labels else "")
     health = ""
     own_cutoff = ("at or above the model's own cut-off for that horizon (tft_breach_probability_cutoff, "
                   f"chosen on its training data; {num(s.absent_cutoff)} where none is exported)")
     # Forecast series (instance, signal) served, whatever the number of horizons, now and a window ago;
     # "or 0 *" keeps a drop to no series at all from being no data.
     def served(offset: str = "") -> str:
-        return f"count by (job) (count by (job, instance, signal) (tft_forecast_p50{{{fsel}}}{offset}))"
+        return f"count by (job) (count by (job, {series}) (tft_forecast_p50{{{fsel}}}{offset}))"
 
     before = served(f" offset {s.series_drop_window}")
     series_ratio = f"(\n  {served()}\n  or\n  0 * {before}\n)\n/\n{before}"
     return [
         Alert(
             name=f"TFTBreachLikelyWithin{s.critical_horizon}", group="tft-predicted-breach", severity="critical",
-            value=crit_p, op=">=", cutoff=None, cutoff_query=cutoff_expr(s.critical_horizon), for_=s.critical_for,
+            value=crit_p + planned, op=">=", cutoff=None, cutoff_query=cutoff_expr(s.critical_horizon),
+            for_=s.critical_for,
             summary=f"{{{{ $labels.signal }}}} on {{{{ $labels.instance }}}} is likely to breach its threshold "
                     f"within {s.critical_horizon}",
             description=f"The TFT forecast gives a {{{{ $value }}}} probability that {{{{ $labels.signal }}}} on "
                         f"{{{{ $labels.instance }}}} crosses its threshold within {s.critical_horizon}, "
                         f"{own_cutoff}.",
-            value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY_HISTORY,
+            value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY_HISTORY, link_params=host_params,
         ),
         Alert(
             name=f"TFTBreachForecastWithin{s.critical_horizon}", group="tft-predicted-breach", severity="critical",
-            value=crit_eta, op="<=", cutoff=s.critical_eta_seconds, for_=s.critical_for,
+            value=crit_eta + planned, op="<=", cutoff=s.critical_eta_seconds, for_=s.critical_for,
             summary=f"The median forecast of {{{{ $labels.signal }}}} on {{{{ $labels.instance }}}} breaches "
                     f"within {s.critical_horizon}",
             description="The p50 forecast path of {{ $labels.signal }} on {{ $labels.instance }} crosses its "
                         "threshold in {{ $value }}.",
-            value_format="humanizeDuration", panel_id=PANEL_HOST_ETA_HISTORY,
+            value_format="humanizeDuration", panel_id=PANEL_HOST_ETA_HISTORY, link_params=host_params,
         ),
         Alert(
             name=f"TFTBreachLikelyWithin{s.warning_horizon}", group="tft-predicted-breach", severity="warning",
             value=(f"{warn_p}\n"
-                   f"unless on (instance, signal) ({at_or_above_cutoff(crit_p, s.critical_horizon)})\n"
-                   f"unless on (instance, signal) ({crit_eta} <= {s.critical_eta_seconds})"),
+                   f"unless on ({series}) ({at_or_above_cutoff(crit_p, s.critical_horizon)})\n"
+                   f"unless on ({series}) ({crit_eta} <= {s.critical_eta_seconds})"
+                   f"{planned}"),
             op=">=", cutoff=None, cutoff_query=cutoff_expr(s.warning_horizon), for_=s.warning_for,
             summary=f"{{{{ $labels.signal }}}} on {{{{ $labels.instance }}}} may breach its threshold within "
                     f"{s.warning_horizon}",
             description=f"The TFT forecast gives a {{{{ $value }}}} probability that {{{{ $labels.signal }}}} on "
                         f"{{{{ $labels.instance }}}} crosses its threshold within {s.warning_horizon}, "
                         f"{own_cutoff}. Silent while a critical predicted-breach alert fires for the same series.",
-            value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY_HISTORY,
+            value_format="humanizePercentage", panel_id=PANEL_HOST_PROBABILITY_HISTORY, link_params=host_params,
         ),
         Alert(
             name="TFTForecasterDown", group="tft-forecaster-health", severity="critical",
@@ -199,6 +211,43 @@ def runbook_url(name: str) -> str:
     return f"{SETTINGS.runbook_base_url}#{name.lower()}"
 
 
+#: The alert group whose alerts say what drove the forecast (a ``drivers`` annotation).
+BREACH_GROUP = "tft-predicted-breach"
+#: How the drivers that are not a signal read in an alert; the forecaster's JSON API uses the same words
+#: (forecaster.contract.features.DRIVER_WORDS; tests/test_forecast_drivers.py keeps the two equal).
+DRIVER_WORDS: dict[str, str] = {"own": "own history", "calendar": "time of day and week",
+                                "seasonal": "same time on earlier days", "schedule": "declared schedules",
+                                "other": "other inputs"}
+#: Drivers named in the annotation: the heaviest three, and of those only the ones weighing at least this.
+DRIVERS_NAMED = 3
+DRIVER_MIN_WEIGHT = 0.1
+
+
+def drivers_annotation() -> str:
+    """Prometheus template: the forecast's top drivers in words, queried when the alert fires.
+
+    "Drivers: own history (52%), iowait (31%); the attention looked hardest 6h 0m 0s before the latest
+    input." The query selects the alert's own series by every label that names it (instance, the cluster
+    labels, signal), so it reads one forecast; ``max by (driver)`` makes forecaster replicas count once.
+    The weights are series (tft_forecast_driver_weight{driver}), not a label holding the sentence, so
+    nothing here grows the number of series.
+    """
+    names = by_host("signal").split(", ")
+    matchers = ",".join(f"{n}=%q" for n in names)
+    args = " ".join(f"$labels.{n}" for n in names)
+    words = "".join(f'{{{{ {"if" if k == 0 else "else if"} eq .Labels.driver "{d}" }}}}{w}'
+                    for k, (d, w) in enumerate(DRIVER_WORDS.items())) + "{{ else }}{{ .Labels.driver }}{{ end }}"
+    weights = (f"sort_desc(topk({DRIVERS_NAMED}, max by (driver) (tft_forecast_driver_weight{{{matchers}}})) "
+               f">= {num(DRIVER_MIN_WEIGHT)})")
+    lag = f"max(tft_forecast_attention_peak_lag_seconds{{{matchers}}})"
+    return (f'{{{{ with printf "{weights}" {args} | query }}}}Drivers: '
+            f"{{{{ range $i, $d := . }}}}{{{{ if $i }}}}, {{{{ end }}}}{words} "
+            "({{ $d.Value | humanizePercentage }}){{ end }}"
+            f'{{{{ with printf "{lag}" {args} | query }}}}; the attention looked hardest '
+            "{{ . | first | value | humanizeDuration }} before the latest input{{ end }}."
+            "{{ else }}No drivers: this series is not forecast by the TFT (fallback).{{ end }}")
+
+
 def _annotations(a: Alert, value_ref: str) -> dict[str, str]:
     """The same wording and links for both engines; only how a template names the value differs.
 
@@ -220,7 +269,9 @@ def alert_rules() -> dict[str, Any]:
     for a in alerts():
         groups.setdefault(a.group, []).append({
             "alert": a.name, "expr": prometheus_expr(a), "for": a.for_,
-            "labels": {"severity": a.severity}, "annotations": _annotations(a, "$value"),
+            "labels": {"severity": a.severity},
+            "annotations": _annotations(a, "$value") | (
+                {"drivers": drivers_annotation()} if a.group == BREACH_GROUP else {}),
         })
     return {"groups": [{"name": name, "rules": rules} for name, rules in groups.items()]}
 
@@ -254,6 +305,10 @@ def grafana_alert_rules() -> dict[str, Any]:
                 evaluator = {"type": "gt" if a.op.startswith(">") else "lt", "params": [a.cutoff]}
             data = [query("A", a.value), expression("B", "threshold", "A", conditions=[{"evaluator": evaluator}])]
         annotations = _annotations(a, "$values.A.Value")
+        if a.group == BREACH_GROUP:
+            # Grafana's templates cannot query, so its alerts link to the drivers over time instead of naming them.
+            annotations["drivers"] = ("What drove this forecast (own history, the host's other signals, calendar), "
+                                      f"over time: {panel_url(a.link, PANEL_HOST_DRIVERS, a.link_params)}")
         # Grafana templates see $labels and $values (not $value); links in notifications come
         # from dashboardUid/panelId as well.
         groups.setdefault(a.group, []).append({

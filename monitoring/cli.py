@@ -9,13 +9,16 @@ Usage::
 
     tft-monitoring                           # rewrite the generated files (or: python3 -m monitoring)
     tft-monitoring --check                   # exit 1 if a committed file is stale (CI)
-    tft-monitoring --config.file my.yml      # signals from your config
+    tft-monitoring --config.file my.yml      # signals (and prometheus.cluster_labels) from your config
+    tft-monitoring --prometheus.cluster-labels cluster   # hosts named by instance and cluster
     tft-monitoring --grafana.url https://grafana.example.com --grafana.datasource-uid my-prom \
         --runbook.base-url https://git.example.com/ops/tft-monitor/blob/main/docs/runbooks.md
 
 The deployment flags (``--grafana.url``, ``--grafana.datasource-uid``, ``--kubernetes.datasource-uid``,
-``--runbook.base-url``) override the defaults in ``monitoring.settings.SETTINGS`` for this run; give
-the same ones to ``--check``.
+``--runbook.base-url``, ``--prometheus.cluster-labels``) override the defaults in
+``monitoring.settings.SETTINGS`` for this run; give the same ones to ``--check``. The cluster labels
+(comma-separated) are the forecaster's ``prometheus.cluster_labels``: without a flag they are taken from
+``--config.file``; the built-in signals then aggregate by them too.
 
 Exit statuses: 0 up to date (or written), 1 stale files under ``--check``, 2 a bad config file
 or argument.
@@ -27,7 +30,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from forecaster.contract.config import DEFAULT_SIGNALS
+from forecaster.contract.config import default_signals
+from forecaster.contract.hosts import check_label_names
 from monitoring.files import outputs
 from monitoring.settings import DEPLOYMENT_FLAGS, SETTINGS, overridden
 from toolkit.cli import add_version_flag
@@ -52,22 +56,37 @@ def main(argv: list[str] | None = None) -> int:
     for flag, field in DEPLOYMENT_FLAGS.items():
         parser.add_argument(flag, dest=field, metavar="TEXT",
                             help=f"SETTINGS.{field} for this run (default: {getattr(SETTINGS, field)})")
+    parser.add_argument("--prometheus.cluster-labels", dest="cluster_labels", metavar="LABEL,...",
+                        help="labels that, with instance, name a host (the forecaster's prometheus.cluster_labels; "
+                             "default: the config file's, else none)")
     args = parser.parse_args(argv)
-    changes = {field: getattr(args, field) for field in DEPLOYMENT_FLAGS.values() if getattr(args, field) is not None}
+    changes: dict[str, str | tuple[str, ...]] = {
+        field: getattr(args, field) for field in DEPLOYMENT_FLAGS.values() if getattr(args, field) is not None}
     if "grafana_url" in changes:
-        changes["grafana_url"] = changes["grafana_url"].rstrip("/")
-    if any(not value.strip() for value in changes.values()):
+        changes["grafana_url"] = str(changes["grafana_url"]).rstrip("/")
+    if any(not str(value).strip() for value in changes.values()):
         print("tft-monitoring: a deployment setting must not be empty", file=sys.stderr)
         return 2
-    signals = DEFAULT_SIGNALS
+    labels: tuple[str, ...] | None = None
+    if args.cluster_labels is not None:
+        try:
+            labels = check_label_names(tuple(n.strip() for n in args.cluster_labels.split(",") if n.strip()))
+        except ValueError as exc:
+            print(f"tft-monitoring: --prometheus.cluster-labels: {exc}", file=sys.stderr)
+            return 2
     if args.config_file is not None:
         from forecaster.contract.config import ConfigError, load_config
 
         try:
-            signals = load_config(args.config_file).signals
+            flag = {"prometheus.cluster_labels": None if labels is None else list(labels)}
+            config = load_config(args.config_file, flag)
         except ConfigError as exc:
             print(f"tft-monitoring: {exc}", file=sys.stderr)
             return 2
+        signals, labels = config.signals, config.prometheus.cluster_labels
+    else:
+        signals = default_signals(labels or ())
+    changes["cluster_labels"] = labels or ()
     with overridden(**changes):
         rendered = outputs(signals)
     stale = []

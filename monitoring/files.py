@@ -109,13 +109,14 @@ def importable(dash: dict[str, Any]) -> dict[str, Any]:
 def outputs(signals: tuple[Signal, ...] = DEFAULT_SIGNALS) -> dict[Path, str]:
     """Every generated file, path relative to the repository root -> content."""
     s = SETTINGS
+    hosts = " and ".join(("instance", *s.cluster_labels))
     rule_files = [signal_rules(signals), accuracy_rules(), alert_rules()]
     files = {
         Path("prometheus/rules/tft-signals.rules.yml"): to_yaml(rule_files[0], f"""
-Forecast signals, recorded per instance: exactly the forecaster's signal queries, so the
-"actual" that forecasts are scored against is what the forecaster forecasts. node-mixin's rule
-names are reused where the quantity matches (its CPU rule also excludes iowait/steal; this one
-counts all non-idle time, like the forecaster). {ACTUAL}{{signal}} unites them.
+Forecast signals, recorded per {hosts}: exactly the forecaster's signal queries, so the
+"actual" that forecasts are scored against is what the forecaster forecasts. The names are the
+project's own (instance:tft_*), not node-mixin's: node-mixin's CPU rule also counts iowait/steal as
+idle and groups by job, so its series must not be overwritten. {ACTUAL}{{signal}} unites them.
 {GENERATED}"""),
         Path("prometheus/rules/tft-accuracy.rules.yml"): to_yaml(rule_files[1], f"""
 Live forecast accuracy per signal and horizon. A forecast for now+h is stored at scrape time

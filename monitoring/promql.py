@@ -10,6 +10,17 @@ from __future__ import annotations
 from monitoring.settings import SETTINGS
 
 
+def by_host(*extra: str) -> str:
+    """The label list of a per-host ``by``/``on``: ``instance``, the cluster labels (``SETTINGS.cluster_labels``),
+    then ``extra`` (``signal``, ``horizon``). Read at render time, so ``--prometheus.cluster-labels`` applies."""
+    return ", ".join(("instance", *SETTINGS.cluster_labels, *extra))
+
+
+def by_fleet(*extra: str) -> str:
+    """The label list of a fleet-wide aggregation: the cluster labels (one figure per cluster), then ``extra``."""
+    return ", ".join((*SETTINGS.cluster_labels, *extra))
+
+
 def one_line(expr: str) -> str:
     """Collapse whitespace: Grafana queries and dashboard targets are stored on one line."""
     return " ".join(expr.split())
@@ -42,8 +53,10 @@ def cutoff_expr(horizon: str, sel: str = "") -> str:
             f'or\nlabel_replace(vector({num(SETTINGS.absent_cutoff)}), "horizon", "{horizon}", "", "")')
 
 
-def breach_probability(horizon: str, by: str = "instance, signal, horizon", sel: str = "") -> str:
-    """``max by`` so that forecaster replicas serving the same series count once."""
+def breach_probability(horizon: str, by: str | None = None, sel: str = "") -> str:
+    """``max by`` so that forecaster replicas serving the same series count once; ``by`` defaults to
+    the host, signal and horizon (:func:`by_host`)."""
+    by = by if by is not None else by_host("signal", "horizon")
     return f'max by ({by}) (tft_breach_probability{{{_matchers(sel)}horizon="{horizon}"}})'
 
 

@@ -33,6 +33,11 @@ class Settings:
     # (e.g. https://git.example.com/ops/tft-monitor/blob/main/docs/runbooks.md) for links that work
     # in a notification.
     runbook_base_url: str = "docs/runbooks.md"
+    # Labels that tell apart hosts of one instance name in different clusters: the forecaster's
+    # prometheus.cluster_labels. Every per-host aggregation and join of the rules and alerts is then
+    # ``by (instance, <these>, ...)`` and the fleet accuracy figures are per cluster. ``tft-monitoring``
+    # takes them from --prometheus.cluster-labels or the config file; docs/OPERATIONS.md, "Several clusters".
+    cluster_labels: tuple[str, ...] = ()
     # Selects the forecaster's own series (its scrape job).
     forecaster_selector: str = 'job="tft-forecaster"'
     folder: str = "TFT Monitor"
@@ -88,13 +93,17 @@ DEPLOYMENT_FLAGS = {
 }
 
 
+#: Deployment settings that are not one string (no module-level constant derives from them either).
+DEPLOYMENT_LISTS = ("cluster_labels",)
+
+
 @contextmanager
-def overridden(**changes: str) -> Iterator[Settings]:
+def overridden(**changes: str | tuple[str, ...]) -> Iterator[Settings]:
     """``SETTINGS`` with some deployment fields changed until the block ends (``tft-monitoring --grafana.url ...``).
 
     In place, because every module holds the one ``SETTINGS`` object; restored afterwards, even on error.
     """
-    allowed = set(DEPLOYMENT_FLAGS.values())
+    allowed = {*DEPLOYMENT_FLAGS.values(), *DEPLOYMENT_LISTS}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"not a deployment setting: {sorted(unknown)} (allowed: {sorted(allowed)})")

@@ -65,7 +65,19 @@ def fixed_set() -> ForecastSet:
         step_seconds=300, instances=obj("web-01", "db-02", "web-01"), signals=obj("memory", "cpu", "cpu"),
         kinds=obj("global", "global", "fallback"), versions=obj("v1", "v1", "seasonal_naive"),
         warming_up=np.array([False, True, False]), made_at=np.full(3, NOW), origin=np.full(3, ORIGIN),
-        threshold=np.array([0.9, 0.9, 0.9]), quantiles=q, eta=eta, probability=prob, cutoffs=dict(CUTOFFS))
+        threshold=np.array([0.9, 0.9, 0.9]), quantiles=q, eta=eta, probability=prob, cutoffs=dict(CUTOFFS),
+        **fixed_drivers())
+
+
+DRIVERS = ("own", "cpu", "memory", "iowait", "calendar")
+
+
+def fixed_drivers() -> dict[str, object]:
+    """Drivers of the three series: memory driven by its own climb and iowait, cpu mostly by the time
+    of day, none for the fallback; NaN where the driver is the series' own signal."""
+    nan = np.nan
+    weights = np.array([[0.5, 0.05, nan, 0.3, 0.15], [0.25, nan, 0.05, 0.1, 0.6], [nan] * 5], dtype=np.float32)
+    return {"drivers": weights, "driver_names": DRIVERS, "attention_lag": np.array([21600.0, 0.0, nan])}
 
 
 def fixed_models() -> ModelSet:

@@ -157,7 +157,12 @@ def test_parity_check_passes_and_the_fast_path_serves(tiny_root: Path, caplog: p
 def test_a_fast_path_that_disagrees_falls_back_to_the_library(tiny_root: Path, monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     original = FastTFT._forward
-    monkeypatch.setattr(FastTFT, "_forward", lambda self, x: original(self, x) + 0.01)
+
+    def off(self: FastTFT, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = original(self, x)
+        return {**out, "prediction": out["prediction"] + 0.01}
+
+    monkeypatch.setattr(FastTFT, "_forward", off)
     with caplog.at_level(logging.INFO, logger="forecaster"):
         models, loaded = _load(tiny_root)
     assert not loaded.fast_path

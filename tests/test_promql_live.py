@@ -194,7 +194,9 @@ def test_every_dashboard_and_alert_expression_returns_data(
 
     exporter_server, exporter_thread, exporter_url = start_server(fleet)
     forecaster_port = free_port()
-    config = forecaster_config(registry, server.url, signals=forecaster_signals())
+    # A declared schedule that is always on, so the planned-windows annotation's series exists.
+    config = forecaster_config(registry, server.url, signals=forecaster_signals(),
+                               schedules=[{"name": "always", "cron": "* * * * *", "duration": "1m"}])
     try:
         with start_forecaster(registry, server.url, forecaster_port, config=config):
             targets = tmp_path / "targets"

@@ -95,6 +95,21 @@ def test_signal_rules_record_the_forecaster_signal_queries() -> None:
         assert _norm(by_name[rule["expr"]]["expr"]) == _norm(sig.query), sig.name
 
 
+def test_no_recording_rule_reuses_a_node_mixin_name_with_another_formula() -> None:
+    """Our records live in the project's namespace (a ``tft`` metric part): a site that also loads node-mixin
+    must not get two rules writing one series. The only exception allowed is node-mixin's exact formula."""
+    from monitoring.rules import NODE_MIXIN_RECORDS
+
+    for rule in prometheus_rules():
+        if "record" not in rule:
+            continue
+        name = rule["record"]
+        if name in NODE_MIXIN_RECORDS:
+            assert _norm(rule["expr"]) == _norm(NODE_MIXIN_RECORDS[name]), name
+        else:
+            assert "tft" in name.split(":")[1], f"{name}: not in the tft namespace"
+
+
 def test_accuracy_rules_exist_for_every_horizon() -> None:
     for name in ("instance_signal_horizon:tft_forecast_abs_error:p50",
                  "instance_signal_horizon:tft_forecast_in_band:p10_p90",

@@ -228,7 +228,8 @@ def test_victoriametrics_scrapes_the_forecaster(victoriametrics_factory: Callabl
         # Every rule expression, dashboard panel query and Grafana alert query parses and runs on the
         # live series (the forecaster's client: a 4xx raises).
         values = {"instance": history.names[0], "signal": "memory", "signals": "memory", "horizon": "1h",
-                  "job": "tft-forecaster", "cluster": ".*", "__rate_interval": "30s", "__interval": "15s", "__range": "1h"}
+                  "job": "tft-forecaster", "cluster": ".*", "__rate_interval": "30s", "__interval": "15s",
+                  "__range": "1h"}
         with PrometheusClient(config.prometheus) as client:
             for e in prometheus_rule_exprs() + all_dashboard_exprs() + grafana_rule_exprs():
                 client.query(substitute(e.expr, values))

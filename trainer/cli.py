@@ -209,6 +209,7 @@ def _settings(args: argparse.Namespace, config: Config, budget_default_min: floa
         initial_weights=(args.init_from / "model.safetensors") if args.init_from else None,
         work_dir=_work_dir(config),
         fast_path=args.fast_path if args.fast_path is not None else tc.fast_path,
+        schedules=config.schedule_set,
     )
 
 
@@ -247,7 +248,7 @@ def _spec(config: Config, signals: list[str]) -> ModelSpec:
                      step_seconds=m.step_seconds, hidden_size=m.hidden_size,
                      attention_heads=m.attention_heads, hidden_continuous_size=m.hidden_continuous_size,
                      dropout=m.dropout, min_history_steps=m.min_history_steps,
-                     seasonal_days=m.seasonal_days)
+                     seasonal_days=m.seasonal_days, schedules=bool(config.schedules))
 
 
 def _history_config(args: argparse.Namespace) -> Config | None:
@@ -390,7 +391,7 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
     if holdout is None:
         return EXIT_NO_DATA, None, None
     settings = _settings(args, config, config.trainer.time_budget_minutes)
-    rules = spec.window_rules()
+    rules = spec.window_rules(schedules=config.schedule_set)
 
     jobs = [(GLOBAL_SCOPE, panel)]
     if args.per_server:
@@ -470,7 +471,7 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
 # The fields of a spec that decide the network's parameter shapes and what they mean: weights carry
 # over only between networks that agree on all of them.
 _SHAPE_FIELDS = ("signals", "context_steps", "horizon_steps", "step_seconds", "hidden_size", "attention_heads",
-                 "hidden_continuous_size", "seasonal_days", "quantiles")
+                 "hidden_continuous_size", "seasonal_days", "schedules", "quantiles")
 
 
 def _starting_weights(args: argparse.Namespace, registry: Registry, scope: str, spec: ModelSpec) -> Path | None:

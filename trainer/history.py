@@ -28,7 +28,8 @@ def from_parquet(path: Path, config: Config) -> Panel:
     except (OSError, ValueError) as exc:
         raise HistoryError(f"cannot read {path}: {exc}") from exc
     try:
-        panel = panel_from_frame(frame, signals, step=config.model.step_seconds, bounds=config.signal_bounds())
+        panel = panel_from_frame(frame, signals, step=config.model.step_seconds, bounds=config.signal_bounds(),
+                                 hosts=config.hosts)
     except PanelError as exc:
         raise HistoryError(f"{path}: {exc}") from exc
     log.info("read %s: %d instances x %d signals x %d steps", path, len(panel.instances),
@@ -61,7 +62,7 @@ def from_prometheus(config: Config, days: float, end: float | None = None) -> Pa
             log.info("signal %s: %d series in %.1fs", signal.name, len(results[signal.name]),
                      time.monotonic() - t0)
     panel = panel_from_range_results(results, [s.name for s in config.signals], start, end, step,
-                                     bounds=config.signal_bounds())
+                                     hosts=config.hosts, bounds=config.signal_bounds())
     if not panel.instances:
         raise HistoryError(f"Prometheus at {display_url(config.prometheus.url)} returned no series for any signal "
                            f"over the last {days:g} days")

@@ -34,6 +34,7 @@ from forecaster.contract.calibration import (
 from forecaster.contract.features import WindowBatch, WindowRules, breach_within, build_windows
 from forecaster.contract.model import ForecastModel, ModelSpec, build_network, to_network_input
 from forecaster.contract.panel import Panel
+from forecaster.contract.schedules import ScheduleSet
 from trainer.augment import inject_level_shifts
 from trainer.launch import default_precision
 
@@ -65,6 +66,8 @@ class TrainSettings:
     # about twice as fast per core (exact algebra, gradients to the library's own parameters; the
     # library's forward where the structure is not covered). False: the library's forward.
     fast_path: bool = True
+    # The config's declared windows: the ``scheduled`` input of a model whose spec has ``schedules``.
+    schedules: ScheduleSet | None = None
 
 
 @dataclass
@@ -254,7 +257,7 @@ class Slices:
 def cut_slices(panel: Panel, spec: ModelSpec, settings: TrainSettings, validation_steps: int,
                thresholds_by_signal: dict[str, float] | None = None,
                series_end: np.ndarray | None = None) -> Slices:
-    rules = spec.window_rules()
+    rules = spec.window_rules(schedules=settings.schedules)
     split = make_split(panel, validation_steps, end=series_end)
     thresholds = series_thresholds(panel, split.series, thresholds_by_signal)
     val = validation_windows(panel, split, rules, spec.signal_codes(), thresholds,

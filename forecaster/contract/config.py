@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from forecaster.contract.hosts import HostIdentity, check_label_names
+from forecaster.contract.schedules import Schedule, ScheduleSet, compile_cron, parse_duration
 from toolkit.yamlfile import YamlFileError, read_mapping
 
 DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
@@ -89,6 +91,15 @@ class PrometheusSection(_Section):
     bearer_token: Secret | None = None
     tls: TLS = TLS()
     headers: dict[str, str] = Field(default_factory=dict)
+    # Labels that tell apart hosts of the same ``instance`` name (e.g. ``[cluster]`` behind Thanos, Mimir or a
+    # Prometheus per cluster): carried from the signal queries through the forecasts to the exported series
+    # (forecaster/contract/hosts.py). Empty: a host is its instance, as with one Prometheus.
+    cluster_labels: tuple[str, ...] = ()
+
+    @field_validator("cluster_labels")
+    @classmethod
+    def _label_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_label_names(tuple(value))
 
     @field_validator("url")
     @classmethod
@@ -145,33 +156,63 @@ class Signal(_Section):
                        self.max if self.max is not None else np.inf)
 
 
-DEFAULT_SIGNALS: tuple[Signal, ...] = (
-    Signal(
-        name="cpu",
-        description="CPU utilisation (node-mixin instance:node_cpu_utilisation:rate5m)",
-        query='1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m]))',
-        threshold=0.9,
-    ),
-    Signal(
-        name="memory",
-        description="Memory utilisation (node-mixin instance:node_memory_utilisation:ratio)",
-        query="max by (instance) (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
-        threshold=0.9,
-    ),
-    Signal(
-        name="filesystem",
-        description="Root filesystem usage",
-        query='max by (instance) (1 - node_filesystem_avail_bytes{mountpoint="/",fstype!="tmpfs"}'
-        ' / node_filesystem_size_bytes{mountpoint="/",fstype!="tmpfs"})',
-        threshold=0.9,
-    ),
-    Signal(
-        name="iowait",
-        description="Share of CPU time waiting for I/O",
-        query='avg by (instance) (rate(node_cpu_seconds_total{mode="iowait"}[5m]))',
-        threshold=0.3,
-    ),
-)
+def by_host(labels: tuple[str, ...] = ()) -> str:
+    """The grouping of a per-host aggregation: ``instance`` and the identity labels (``instance, cluster``)."""
+    return ", ".join(("instance", *labels))
+
+
+def default_signals(cluster_labels: tuple[str, ...] = ()) -> tuple[Signal, ...]:
+    """The built-in signals, aggregated per host: ``by (instance)``, or ``by (instance, <cluster labels>)``
+    so that equal instance names in different clusters stay apart."""
+    by = by_host(cluster_labels)
+    return (
+        Signal(
+            name="cpu",
+            description="CPU utilisation: the share of non-idle time (node-mixin's "
+            "instance:node_cpu_utilisation:rate5m also counts iowait and steal as idle)",
+            query=f'1 - avg by ({by}) (rate(node_cpu_seconds_total{{mode="idle"}}[5m]))',
+            threshold=0.9,
+        ),
+        Signal(
+            name="memory",
+            description="Memory utilisation (1 - MemAvailable / MemTotal)",
+            query=f"max by ({by}) (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
+            threshold=0.9,
+        ),
+        Signal(
+            name="filesystem",
+            description="Root filesystem usage",
+            query=f'max by ({by}) (1 - node_filesystem_avail_bytes{{mountpoint="/",fstype!="tmpfs"}}'
+            ' / node_filesystem_size_bytes{mountpoint="/",fstype!="tmpfs"})',
+            threshold=0.9,
+        ),
+        Signal(
+            name="iowait",
+            description="Share of CPU time waiting for I/O",
+            query=f'avg by ({by}) (rate(node_cpu_seconds_total{{mode="iowait"}}[5m]))',
+            threshold=0.3,
+        ),
+    )
+
+
+DEFAULT_SIGNALS: tuple[Signal, ...] = default_signals()
+_BY_CLAUSE = re.compile(r"\bby\s*\(([^)]*)\)")
+
+
+def signals_missing_labels(signals: tuple[Signal, ...], labels: tuple[str, ...]) -> list[str]:
+    """Names of the signals whose query aggregates ``by (..., instance, ...)`` without every identity label.
+
+    Such a query merges the hosts of one instance name across clusters before the forecaster sees them;
+    no later step can part them again, so the config is refused rather than forecasting the mixture.
+    """
+    bad = []
+    for sig in signals:
+        for clause in _BY_CLAUSE.findall(sig.query):
+            names = {n.strip() for n in clause.split(",")}
+            if "instance" in names and not set(labels) <= names:
+                bad.append(sig.name)
+                break
+    return bad
 
 
 class ModelSection(_Section):
@@ -242,8 +283,58 @@ class TrainerSection(_Section):
     work_dir: Path | None = None
 
 
+class ScheduleEntry(_Section):
+    """One declared schedule (``schedules:``): planned load the forecasts should expect and alerts should not page on.
+
+    ``cron`` is a 5-field cron expression in UTC, ``duration`` how long each run lasts (``45m``, ``2h``),
+    ``hosts`` a regex matched in full against the ``instance`` label (default: every host), ``signals``
+    the signals the job loads (default: all). See forecaster/contract/schedules.py and docs/OPERATIONS.md.
+    """
+
+    name: str
+    cron: str
+    duration: str
+    hosts: str = ".*"
+    signals: tuple[str, ...] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must be lower-case letters, digits and '_', starting with a letter")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        compile_cron(value)
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"hosts {value!r} is not a regular expression: {exc}") from None
+        return value
+
+    def compiled(self) -> Schedule:
+        return Schedule(self.name, self.cron, parse_duration(self.duration), self.hosts, self.signals)
+
+
 class Config(_Section):
-    """The whole file. The ``exporter`` section belongs to the simulator and is validated there."""
+    """The whole file. The ``exporter`` section belongs to the simulator and is validated there.
+
+    Without a ``signals`` section the built-in signals are used, aggregated by ``prometheus.cluster_labels``
+    as well as by ``instance`` (:func:`default_signals`).
+    """
 
     prometheus: PrometheusSection = PrometheusSection()
     signals: tuple[Signal, ...] = DEFAULT_SIGNALS
@@ -251,6 +342,56 @@ class Config(_Section):
     forecaster: ForecasterSection = ForecasterSection()
     trainer: TrainerSection = TrainerSection()
     exporter: dict[str, Any] = Field(default_factory=dict)
+    schedules: tuple[ScheduleEntry, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_signals(cls, data: Any) -> Any:
+        """The built-in signals follow the cluster labels, so ``cluster_labels: [cluster]`` alone suffices."""
+        if not isinstance(data, dict) or data.get("signals") is not None:
+            return data
+        prom = data.get("prometheus")
+        labels = prom.get("cluster_labels") if isinstance(prom, dict) else getattr(prom, "cluster_labels", None)
+        if not labels or not isinstance(labels, list | tuple) or not all(isinstance(n, str) for n in labels):
+            return data  # none, or malformed: the field validator reports it
+        try:
+            return {**data, "signals": default_signals(check_label_names(tuple(labels)))}
+        except ValueError:
+            return data
+
+    @model_validator(mode="after")
+    def _signals_keep_hosts_apart(self) -> Config:
+        bad = signals_missing_labels(self.signals, self.prometheus.cluster_labels)
+        if bad:
+            labels = ", ".join(self.prometheus.cluster_labels)
+            raise ValueError(f"signal(s) {', '.join(bad)}: the query aggregates by (instance) without "
+                             f"prometheus.cluster_labels ({labels}), which merges equal host names of different "
+                             f"clusters; aggregate by (instance, {labels})")
+        return self
+
+    @model_validator(mode="after")
+    def _schedules_known(self) -> Config:
+        names = [e.name for e in self.schedules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate schedule names: {', '.join(dupes)}")
+        known = {s.name for s in self.signals}
+        for entry in self.schedules:
+            unknown = sorted(set(entry.signals or ()) - known)
+            if unknown:
+                raise ValueError(f"schedule {entry.name}: unknown signal(s) {', '.join(unknown)} "
+                                 f"(known: {', '.join(sorted(known))})")
+        return self
+
+    @property
+    def schedule_set(self) -> ScheduleSet:
+        """The declared schedules, compiled: the ``scheduled`` model input and the forecaster's paging hint."""
+        return ScheduleSet(tuple(e.compiled() for e in self.schedules))
+
+    @property
+    def hosts(self) -> HostIdentity:
+        """How series become hosts and hosts become labels again (forecaster/contract/hosts.py)."""
+        return HostIdentity(self.prometheus.cluster_labels)
 
     @field_validator("signals")
     @classmethod

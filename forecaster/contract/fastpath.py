@@ -53,8 +53,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from forecaster.contract.features import build_windows
-from forecaster.contract.model import ModelSpec, to_network_input
+from forecaster.contract.model import ModelSpec, attention_steps, explain_output, mean_over_encoder, to_network_input
 from forecaster.contract.panel import Panel
+from forecaster.contract.schedules import Schedule, ScheduleSet
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +247,10 @@ def _variable_outputs(w: _VSNWeights, xv: torch.Tensor) -> torch.Tensor:
     return y.mul_(w.o_gamma).add_(w.o_beta)
 
 
-def _vsn(w: _VSNWeights, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """Variable selection on raw scalars ``x`` [N, T, V] with static ``context`` [N, C]: [N, T, H].
+def _vsn(w: _VSNWeights, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable selection on raw scalars ``x`` [N, T, V] with static ``context`` [N, C]: the selected
+    embedding [N, T, H] and the selection weights [N, T, V] (the library's sparse weights, which
+    the forecast's drivers are made of).
 
     A variable whose inputs are identical in every series of the chunk (the calendar
     features, when all series share an origin and encoder length) is run once on [T] rows
@@ -284,19 +287,29 @@ def _vsn(w: _VSNWeights, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor
                 acc[lo:hi] += part
         out = acc.view(N, T, -1)
     assert out is not None
-    return out
+    return out, weights
 
 
 class FastTFT(nn.Module):
-    """Wraps a TFT; ``forward(x)`` returns ``{"prediction": ...}`` like the library, faster.
+    """Wraps a TFT; ``forward(x)`` returns ``{"prediction": ...}`` like the library, faster, plus
+    what drove each forecast, already reduced per series (see :func:`~forecaster.contract.model.explain_output`):
+    ``encoder_variable_weights`` [N, V] and ``encoder_attention_mean`` [N, E].
+
+    The library returns its attention weights whole ([N, decoder steps, heads, encoder + decoder
+    steps]); the fused attention kernel never forms them, and forming them for every decoder step
+    would double the attention's cost. So the attention summary is computed for
+    ``attention_steps`` only (decoder step indices; None: all of them): serving passes the steps
+    of the published horizons (:func:`~forecaster.contract.model.attention_steps`), five of 96 at
+    the default size, which costs about 5 % of the attention.
 
     Weights are read once at construction (the wrapped network must not be trained
     afterwards). Inference only: dropout is ignored, as in ``eval()`` mode.
     """
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module, attention_steps: list[int] | None = None) -> None:
         super().__init__()
         self.network = network
+        self.attention_steps = None if attention_steps is None else [int(k) for k in attention_steps]
         self.fast = supports(network)
         if not self.fast:
             log.info("TFT structure not covered by the fast path; using the library's forward")
@@ -314,9 +327,9 @@ class FastTFT(nn.Module):
     def forward(self, x: dict[str, torch.Tensor]) -> Any:
         if not self.fast or self.training:
             return self.network(x)
-        return {"prediction": self._forward(x)}
+        return self._forward(x)
 
-    def _forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         net: Any = self.network
         encoder_lengths = x["encoder_lengths"]
         decoder_lengths = x["decoder_lengths"]
@@ -342,8 +355,8 @@ class FastTFT(nn.Module):
             static_embedding = torch.zeros((enc_cont.shape[0], net.hparams.hidden_size), dtype=enc_cont.dtype)
         ctx_select = net.static_context_variable_selection(static_embedding)
 
-        emb_enc = _vsn(self._enc, enc_cont[..., self._enc.columns], ctx_select)
-        emb_dec = _vsn(self._dec, dec_cont[..., self._dec.columns], ctx_select)
+        emb_enc, enc_weights = _vsn(self._enc, enc_cont[..., self._enc.columns], ctx_select)
+        emb_dec, _ = _vsn(self._dec, dec_cont[..., self._dec.columns], ctx_select)
 
         layers = net.hparams.lstm_layers
         h0 = net.static_context_initial_hidden_lstm(static_embedding).expand(layers, -1, -1)
@@ -372,7 +385,24 @@ class FastTFT(nn.Module):
         output = net.pos_wise_ff(attn_output)
         output = net.pre_output_gate_norm(output, lstm_output[:, E:])
         output = net.output_layer(output)
-        return net.transform_output(output, target_scale=x["target_scale"])
+        return {"prediction": net.transform_output(output, target_scale=x["target_scale"]),
+                "encoder_variable_weights": mean_over_encoder(enc_weights, encoder_lengths),
+                "encoder_attention_mean": self._attention_summary(q, k, mask, E, float(dk))}
+
+    def _attention_summary(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, E: int,
+                           dk: float) -> torch.Tensor:
+        """Mean attention weight on each encoder position [N, E], over heads and the chosen decoder
+        steps: the library's weights (softmax of the scaled scores, masked positions 0) for those
+        query rows only."""
+        D = q.shape[2]
+        steps = [s for s in (range(D) if self.attention_steps is None else self.attention_steps) if 0 <= s < D]
+        if not steps:
+            return torch.zeros(q.shape[0], E, dtype=q.dtype)
+        idx = torch.as_tensor(steps, dtype=torch.long)
+        scores = torch.matmul(q[:, :, idx], k.transpose(-1, -2)).mul_(1.0 / dk ** 0.5)  # [N, h, S, T]
+        scores.masked_fill_(mask[:, None, idx], float("-inf"))
+        return torch.softmax(scores, dim=-1)[..., :E].mean(dim=(1, 2))
+
 
 
 # --------------------------------------------------------------------------- load-time guard
@@ -421,8 +451,12 @@ def parity_inputs(spec: ModelSpec) -> list[dict[str, torch.Tensor]]:
         values[i, :, T - spec.context_steps:T - length] = np.nan
     panel = Panel([f"parity-{i}" for i in range(len(lengths))], list(spec.signals), ts, values, step)
     series = np.array([(i, i % S) for i in range(len(lengths))])
-    windows = build_windows(panel, series, np.full(len(series), T - 1), spec.window_rules(min_history=1),
-                            spec.signal_codes(), np.full(len(series), 0.9))
+    # A model with the schedule input sees declared windows of 10 minutes in every 20, so that its
+    # column holds both values here as it does in serving (ignored by a model without that input).
+    planned = ScheduleSet((Schedule("parity", "*/20 * * * *", 600),))
+    windows = build_windows(panel, series, np.full(len(series), T - 1),
+                            spec.window_rules(min_history=1, schedules=planned), spec.signal_codes(),
+                            np.full(len(series), 0.9))
     if len(windows) != len(lengths):
         raise ValueError(f"parity batch: {len(windows)} of {len(lengths)} windows usable")
     return [to_network_input(windows.take(np.array([0, 1]))), to_network_input(windows.take(np.array([0, 2])))]
@@ -440,7 +474,10 @@ class ParityCheck:
 
 def check_parity(fast: FastTFT, spec: ModelSpec, atol: float = PARITY_ATOL,
                  rtol: float = PARITY_RTOL) -> ParityCheck:
-    """Run :func:`parity_inputs` through the library's forward and the fast one and compare.
+    """Run :func:`parity_inputs` through the library's forward and the fast one and compare: the
+    predictions, and what the drivers are made of (:func:`~forecaster.contract.model.explain_output`:
+    the encoder's mean variable selection weights and the attention summary), so a fast path that
+    forecasts right but explains wrong is not served either.
 
     Costs about 40 ms at the default size (hidden 32, 8 heads, 96-step horizon) on one thread
     (35-55 ms measured on a busy 2-core machine; about 5 ms more to build the :class:`FastTFT`),
@@ -457,13 +494,17 @@ def check_parity(fast: FastTFT, spec: ModelSpec, atol: float = PARITY_ATOL,
         fast.eval()
         with torch.inference_mode():
             for x in parity_inputs(spec):
-                want = fast.network(x)["prediction"]
-                got = fast(x)["prediction"]
-                if got.shape != want.shape:
-                    raise ValueError(f"fast output shape {tuple(got.shape)} != library {tuple(want.shape)}")
-                diff = float((got - want).abs().max()) if got.numel() else 0.0
-                worst = max(worst, diff) if not math.isnan(diff) else math.nan
-                ok = ok and bool(torch.allclose(got, want, atol=atol, rtol=rtol))
+                lib = fast.network(x)
+                res = fast(x)
+                lengths = x["encoder_lengths"]
+                pairs = zip((res["prediction"], *explain_output(res, lengths, fast.attention_steps)),
+                            (lib["prediction"], *explain_output(lib, lengths, fast.attention_steps)), strict=True)
+                for got, want in pairs:
+                    if got.shape != want.shape:
+                        raise ValueError(f"fast output shape {tuple(got.shape)} != library {tuple(want.shape)}")
+                    diff = float((got - want).abs().max()) if got.numel() else 0.0
+                    worst = max(worst, diff) if not math.isnan(diff) else math.nan
+                    ok = ok and bool(torch.allclose(got, want, atol=atol, rtol=rtol))
         fast.train(was_training)
     except Exception as exc:  # a library change can break the fast path in any way; none may stop a load
         return ParityCheck(False, math.nan, time.perf_counter() - began, f"{type(exc).__name__}: {exc}")
@@ -493,7 +534,7 @@ def for_serving(network: nn.Module, spec: ModelSpec, *, enabled: bool = True, la
     if not enabled:
         return ServingNetwork(network, False, "library forward (fast path switched off)")
     try:
-        fast = FastTFT(network).eval()
+        fast = FastTFT(network, attention_steps(spec)).eval()
     except Exception as exc:
         check = ParityCheck(False, math.nan, 0.0, f"{type(exc).__name__}: {exc}")
     else:

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecaster.contract.panel import Panel
+from forecaster.contract.schedules import ScheduleSet
 
 DAY = 86400.0
 WEEK = 7 * DAY
 KNOWN_REALS: tuple[str, ...] = ("tod_sin", "tod_cos", "dow_sin", "dow_cos", "rel_time")
 SEASONAL_REALS: tuple[str, ...] = ("season_mean", "season_max", "season_days")
+#: 1 inside a declared window (config ``schedules:``) for the series' host and signal, else 0: known ahead.
+SCHEDULE_REALS: tuple[str, ...] = ("scheduled",)
 STATIC_REALS: tuple[str, ...] = ("threshold_z",)
 Z_CLIP = 50.0
 
@@ -37,14 +40,79 @@ def steps_per_day(step_seconds: int) -> int:
     return max(1, round(DAY / step_seconds))
 
 
-def known_reals(seasonal_days: int = 0) -> list[str]:
-    """Inputs known for every step, past and future: calendar, and with ``seasonal_days`` the
-    same time of day on the previous days (their mean and max, and how many days were there)."""
-    return [*KNOWN_REALS, *(SEASONAL_REALS if seasonal_days > 0 else ())]
+def known_reals(seasonal_days: int = 0, schedules: bool = False) -> list[str]:
+    """Inputs known for every step, past and future: calendar, with ``seasonal_days`` the
+    same time of day on the previous days (their mean and max, and how many days were there), and with
+    ``schedules`` whether a declared window covers the step. The schedule input comes last, so every
+    other column keeps its index whether a model has it or not."""
+    return [*KNOWN_REALS, *(SEASONAL_REALS if seasonal_days > 0 else ()), *(SCHEDULE_REALS if schedules else ())]
 
 
-def x_reals(signals: list[str], seasonal_days: int = 0) -> list[str]:
-    return [*STATIC_REALS, *unknown_reals(signals), *known_reals(seasonal_days)]
+def x_reals(signals: list[str], seasonal_days: int = 0, schedules: bool = False) -> list[str]:
+    return [*STATIC_REALS, *unknown_reals(signals), *known_reals(seasonal_days, schedules)]
+
+
+def encoder_variables(signals: list[str], seasonal_days: int = 0, schedules: bool = False) -> list[str]:
+    """The encoder's time-varying inputs in the network's order (its variable selection weights follow it)."""
+    return [*unknown_reals(signals), *known_reals(seasonal_days, schedules)]
+
+
+#: Driver groups of a forecast besides one per other signal of the host (see :func:`driver_of`).
+OWN_DRIVER, CALENDAR_DRIVER, SEASONAL_DRIVER, OTHER_DRIVER = "own", "calendar", "seasonal", "other"
+SCHEDULE_DRIVER = "schedule"
+
+
+#: How the non-signal drivers read in a sentence ("because" in the JSON API); a signal reads as its name.
+#: monitoring/alerts.py writes the same words into the alert templates (tests/test_forecast_drivers.py checks).
+DRIVER_WORDS: dict[str, str] = {OWN_DRIVER: "own history", CALENDAR_DRIVER: "time of day and week",
+                                SEASONAL_DRIVER: "same time on earlier days", SCHEDULE_DRIVER: "declared schedules",
+                                OTHER_DRIVER: "other inputs"}
+
+
+def driver_names(signals: list[str], variables: list[str]) -> list[str]:
+    """Every driver the forecasts of a model with these encoder ``variables`` can name, in a fixed
+    order (own, the host's signals, calendar, seasonal, other): bounded by the number of signals,
+    never by hosts or steps."""
+    found = {driver_of(v, own) for v in variables for own in signals}
+    order = [OWN_DRIVER, *signals, CALENDAR_DRIVER, SEASONAL_DRIVER, SCHEDULE_DRIVER, OTHER_DRIVER]
+    return [d for d in order if d in found]
+
+
+def driver_of(variable: str, own_signal: str) -> str:
+    """The driver group of one encoder input in a forecast of ``own_signal``.
+
+    Why groups and not variables: an operator asks "is this the signal's own trend, another
+    signal of the host, or the time of day?", not which of ``tod_sin``/``tod_cos`` weighed
+    more; and a fixed set of groups keeps the exported series bounded. ``host_<own signal>``
+    is the forecast signal's own history again (scaled over the window as the other host
+    signals are), so it counts as ``own``.
+    """
+    if variable in ("target", "observed") or variable == f"host_{own_signal}":
+        return OWN_DRIVER
+    if variable.startswith("host_"):
+        return variable[len("host_"):]
+    if variable in KNOWN_REALS:
+        return CALENDAR_DRIVER
+    if variable in SEASONAL_REALS:
+        return SEASONAL_DRIVER
+    if variable in SCHEDULE_REALS:
+        return SCHEDULE_DRIVER
+    return OTHER_DRIVER
+
+
+def driver_matrix(variables: list[str], signals: list[str], drivers: list[str]) -> np.ndarray:
+    """float32 [S, V, G]: row ``s`` sums the V encoder variable weights of a forecast of
+    ``signals[s]`` into the G ``drivers`` (one 1 per variable), so grouped weights still sum to 1.
+
+    A variable whose driver is missing from ``drivers`` raises (:func:`driver_names` lists them
+    all), so no weight is ever silently dropped.
+    """
+    out = np.zeros((len(signals), len(variables), len(drivers)), dtype=np.float32)
+    col = {d: g for g, d in enumerate(drivers)}
+    for s, own in enumerate(signals):
+        for v, name in enumerate(variables):
+            out[s, v, col[driver_of(name, own)]] = 1.0
+    return out
 
 
 @dataclass
@@ -106,6 +174,9 @@ class WindowRules:
     max_stale_steps: int = 3
     min_observed_fraction: float = 0.5
     seasonal_days: int = 0
+    # None: no ``scheduled`` input (a model trained without it); a set, even an empty one: the input,
+    # computed from these declared windows (forecaster.contract.schedules).
+    schedules: ScheduleSet | None = None
 
 
 def build_windows(
@@ -177,7 +248,7 @@ def build_windows(
     last_value = target_filled[np.arange(B), np.maximum(lengths - 1, 0)] if B else np.zeros(0)
 
     unknown = unknown_reals(panel.signals)
-    names = x_reals(panel.signals, rules.seasonal_days)
+    names = x_reals(panel.signals, rules.seasonal_days, rules.schedules is not None)
     F = len(names)
     enc = np.zeros((B, E, F), dtype=np.float32)
     dec = np.zeros((B, H, F), dtype=np.float32)
@@ -226,6 +297,11 @@ def build_windows(
                              ("season_max", np.nan_to_num(z(peak, center, scale))), ("season_days", share)):
             enc[:, :, col[name]] = values[:, :E]
             dec[:, :, col[name]] = values[:, E:]
+    if rules.schedules is not None:
+        keys = [panel.instances[i] for i in inst.tolist()]
+        sigs = [panel.signals[j] for j in sig.tolist()]
+        enc[:, :, col["scheduled"]] = rules.schedules.active(keys, sigs, enc_times)
+        dec[:, :, col["scheduled"]] = rules.schedules.active(keys, sigs, dec_times)
     enc[pad] = 0.0
 
     dec_idx = origins[:, None] + np.arange(1, H + 1)[None, :]

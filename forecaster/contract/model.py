@@ -22,15 +22,20 @@ from forecaster.contract.calibration import (
     BreachModel,
     breach_features,
 )
+from forecaster.contract.config import HORIZON_LABELS
 from forecaster.contract.features import (
     STATIC_REALS,
     WindowBatch,
     WindowRules,
+    driver_matrix,
+    driver_names,
+    encoder_variables,
     known_reals,
     steps_per_day,
     unknown_reals,
     x_reals,
 )
+from forecaster.contract.schedules import ScheduleSet
 
 if TYPE_CHECKING:
     import torch
@@ -56,6 +61,9 @@ class ModelSpec:
     dropout: float = 0.1
     min_history_steps: int = 72
     seasonal_days: int = 0
+    # Whether the network reads the known-future ``scheduled`` input (declared windows, config
+    # ``schedules:``). False, the default, is what a model.json written before schedules existed means.
+    schedules: bool = False
     quantiles: list[float] = field(default_factory=lambda: list(QUANTILES))
     format_version: int = FORMAT_VERSION
 
@@ -64,11 +72,20 @@ class ModelSpec:
         """Steps of history one window reads: the context, and the days its same-time inputs reach back."""
         return self.context_steps + self.seasonal_days * steps_per_day(self.step_seconds)
 
-    def window_rules(self, min_history: int | None = None, **relaxed: Any) -> WindowRules:
-        """How windows are cut for this model; ``relaxed`` overrides the staleness/gap rules."""
+    def window_rules(self, min_history: int | None = None, schedules: ScheduleSet | None = None,
+                     **relaxed: Any) -> WindowRules:
+        """How windows are cut for this model; ``relaxed`` overrides the staleness/gap rules.
+
+        ``schedules`` (the config's declared windows) feed the ``scheduled`` input of a model trained with
+        it (none given: no window declared); a model without that input ignores them."""
         return WindowRules(self.context_steps, self.horizon_steps,
                            self.min_history_steps if min_history is None else min_history,
-                           seasonal_days=self.seasonal_days, **relaxed)
+                           seasonal_days=self.seasonal_days,
+                           schedules=(schedules or ScheduleSet()) if self.schedules else None, **relaxed)
+
+    @property
+    def encoder_variables(self) -> list[str]:
+        return encoder_variables(self.signals, self.seasonal_days, self.schedules)
 
     def signal_codes(self) -> dict[str, int]:
         """Embedding index per signal; 0 is kept for signals the model never saw."""
@@ -124,9 +141,9 @@ def _tft(TemporalFusionTransformer: Any, QuantileLoss: Any, TorchNormalizer: Any
         static_reals=list(STATIC_REALS),
         time_varying_categoricals_encoder=[],
         time_varying_categoricals_decoder=[],
-        time_varying_reals_encoder=[*unknown, *known_reals(spec.seasonal_days)],
-        time_varying_reals_decoder=known_reals(spec.seasonal_days),
-        x_reals=x_reals(spec.signals, spec.seasonal_days),
+        time_varying_reals_encoder=[*unknown, *known_reals(spec.seasonal_days, spec.schedules)],
+        time_varying_reals_decoder=known_reals(spec.seasonal_days, spec.schedules),
+        x_reals=x_reals(spec.signals, spec.seasonal_days, spec.schedules),
         x_categoricals=["signal"],
         embedding_sizes={"signal": (n_codes, min(8, spec.hidden_size))},
         hidden_continuous_size=min(spec.hidden_continuous_size, spec.hidden_size),
@@ -162,15 +179,71 @@ def to_network_input(batch: WindowBatch, device: Any = None) -> dict[str, torch.
     return x
 
 
+def attention_steps(spec: ModelSpec) -> list[int]:
+    """Decoder steps (0-based) the attention summary averages over: those of the published horizons
+    (30m ... 8h that fit the model's horizon), the forecasts operators see and alerts test."""
+    return [k for k in (seconds // spec.step_seconds - 1 for seconds in HORIZON_LABELS.values())
+            if 0 <= k < spec.horizon_steps]
+
+
+def mean_over_encoder(weights: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-step selection weights [N, E, V] averaged over each series' own (left-aligned) steps, as
+    the library's ``interpret_output`` does: padding does not count, and the mean still sums to 1."""
+    import torch
+
+    valid = (torch.arange(weights.shape[1], device=weights.device)[None, :] < lengths[:, None]).to(weights.dtype)
+    return (weights * valid[..., None]).sum(dim=1) / lengths.clamp_min(1)[:, None].to(weights.dtype)
+
+
+def explain_output(out: dict[str, torch.Tensor], encoder_lengths: torch.Tensor,
+                   steps: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What drove each forecast of one network call: the encoder's variable selection weights
+    averaged over the series' encoder steps [N, V] (each row sums to 1), and the attention weight
+    on each encoder position [N, E] (left-aligned like the inputs), averaged over heads and the
+    decoder ``steps`` (None: all).
+
+    The fast path returns both already reduced (``encoder_variable_weights``,
+    ``encoder_attention_mean``); the library's forward returns its raw ``encoder_variables``
+    [N, E, 1, V] and ``encoder_attention`` [N, D, heads, E], reduced here the same way, so the
+    two can be compared (:func:`forecaster.contract.fastpath.check_parity`).
+    """
+    if "encoder_variable_weights" in out:
+        return out["encoder_variable_weights"], out["encoder_attention_mean"]
+    raw = out["encoder_variables"]
+    weights = mean_over_encoder(raw.reshape(raw.shape[0], raw.shape[1], -1), encoder_lengths)
+    att = out["encoder_attention"]
+    D = att.shape[1]
+    sel = [k for k in (range(D) if steps is None else steps) if 0 <= k < D]
+    attention = att[:, sel].mean(dim=(1, 2)) if sel else att.new_zeros(att.shape[0], att.shape[-1])
+    return weights, attention
+
+
 @dataclass
 class Forecast:
-    """Quantile paths in units plus breach probabilities, one row per usable window."""
+    """Quantile paths in units plus breach probabilities, one row per usable window; and what drove
+    each forecast (None when not asked for)."""
 
     series: np.ndarray  # [B, 2] (instance index, signal index)
     origins: np.ndarray  # [B]
     quantiles: np.ndarray  # [B, H, 3], sorted, calibrated, clipped
     breach_probability: dict[str, np.ndarray]  # label -> [B]
     last_value: np.ndarray  # [B]
+    # float32 [B, G]: weight of each of ``driver_names`` in the encoder's variable selection; a row's
+    # finite values sum to 1; NaN in the column of the forecast signal itself (it is ``own``).
+    drivers: np.ndarray | None = None
+    driver_names: list[str] = field(default_factory=list)
+    # int64 [B]: steps before the origin (0 = the last observed step) of the encoder position with
+    # the highest mean attention over heads and the published horizons' decoder steps.
+    attention_peak_lag: np.ndarray | None = None
+
+
+@dataclass
+class Explanation:
+    """Drivers and attention peak of B forecasts (see :class:`Forecast`)."""
+
+    drivers: np.ndarray
+    driver_names: list[str]
+    attention_peak_lag: np.ndarray
 
 
 class ForecastModel:
@@ -186,22 +259,58 @@ class ForecastModel:
 
     def raw_quantiles(self, batch: WindowBatch, chunk: int = 512) -> np.ndarray:
         """Network output mapped back to units and sorted, before calibration: [B, H, 3]."""
+        return self._infer(batch, chunk, explain=False)[0]
+
+    @property
+    def driver_names(self) -> list[str]:
+        return driver_names(self.spec.signals, self.spec.encoder_variables)
+
+    def _infer(self, batch: WindowBatch, chunk: int, explain: bool) -> tuple[np.ndarray, Explanation | None]:
         import torch
 
         self.network.eval()
-        out = np.zeros((len(batch), self.spec.horizon_steps, len(self.spec.quantiles)), dtype=np.float64)
+        B, S = len(batch), len(self.spec.signals)
+        out = np.zeros((B, self.spec.horizon_steps, len(self.spec.quantiles)), dtype=np.float64)
+        names = self.driver_names
+        steps = attention_steps(self.spec)
+        # Row 0 groups the inputs of a signal the model does not know (code 0): none of them is "own".
+        groups = torch.as_tensor(driver_matrix(self.spec.encoder_variables, ["", *self.spec.signals], names))
+        drivers = np.full((B, len(names)), np.nan, dtype=np.float32)
+        peak = np.full(B, -1, dtype=np.int64)
         with torch.inference_mode():
-            for start in range(0, len(batch), chunk):
+            for start in range(0, B, chunk):
                 part = batch.take(slice(start, start + chunk))
-                pred = self.network(to_network_input(part))["prediction"].float().numpy()
-                out[start:start + len(part)] = pred
+                x = to_network_input(part)
+                result = self.network(x)
+                out[start:start + len(part)] = result["prediction"].float().numpy()
+                if not explain:
+                    continue
+                weights, attention = explain_output(result, x["encoder_lengths"], steps)
+                codes = x["encoder_cat"][:, 0, 0].clamp(0, S)
+                drivers[start:start + len(part)] = torch.einsum("nv,nvg->ng", weights.float(), groups[codes]).numpy()
+                lengths = x["encoder_lengths"]
+                valid = torch.arange(attention.shape[1])[None, :] < lengths[:, None]
+                at = attention.float().masked_fill(~valid, -1.0).argmax(dim=1)
+                peak[start:start + len(part)] = (lengths - 1 - at).numpy()
         out = out * batch.scale[:, None, None] + batch.center[:, None, None]
-        return np.sort(out, axis=-1)
+        if not explain:
+            return np.sort(out, axis=-1), None
+        own = np.array(["", *self.spec.signals], dtype=object)[np.clip(batch.signal_code, 0, S)]
+        drivers[own[:, None] == np.array(names, dtype=object)[None, :]] = np.nan
+        return np.sort(out, axis=-1), Explanation(drivers, names, peak)
+
+    def explain(self, batch: WindowBatch, chunk: int = 512) -> Explanation:
+        """Only the drivers and attention peaks of ``batch`` (the network still runs whole)."""
+        explanation = self._infer(batch, chunk, explain=True)[1]
+        assert explanation is not None
+        return explanation
 
     def predict(self, batch: WindowBatch, bounds: list[tuple[float | None, float | None]] | None = None,
-                chunk: int = 512) -> Forecast:
-        """Calibrated quantiles (clipped to each series' bounds) and breach probabilities."""
-        q = self.band.apply(self.raw_quantiles(batch, chunk))
+                chunk: int = 512, explain: bool = True) -> Forecast:
+        """Calibrated quantiles (clipped to each series' bounds), breach probabilities and, with
+        ``explain``, each forecast's drivers (a few per cent of the inference time)."""
+        raw, explanation = self._infer(batch, chunk, explain)
+        q = self.band.apply(raw)
         if bounds is not None:
             lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])[:, None, None]
             hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])[:, None, None]
@@ -217,5 +326,8 @@ class ForecastModel:
                 feats = breach_features(q[has_thr], batch.take(has_thr), H)
                 p[has_thr] = self.breach.probability(label, feats)
             probs[label] = p
-        return Forecast(batch.series, batch.origins, q, probs, batch.last_value)
+        if explanation is None:
+            return Forecast(batch.series, batch.origins, q, probs, batch.last_value)
+        return Forecast(batch.series, batch.origins, q, probs, batch.last_value, explanation.drivers,
+                        explanation.driver_names, explanation.attention_peak_lag)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from forecaster.contract.hosts import INSTANCE_ONLY, HostIdentity
+
 
 class PanelError(ValueError):
     """Input data that cannot become a panel (wrong columns, no rows, irregular step)."""
@@ -30,7 +32,11 @@ BOUND_TOLERANCE = 0.01
 
 @dataclass
 class Panel:
-    """Regular-grid values per (instance, signal); ``timestamps`` are unix seconds, ascending."""
+    """Regular-grid values per (host, signal); ``timestamps`` are unix seconds, ascending.
+
+    ``instances`` are host keys (:class:`forecaster.contract.hosts.HostIdentity`): the ``instance``
+    label alone unless identity labels such as ``cluster`` are configured.
+    """
 
     instances: list[str]
     signals: list[str]
@@ -113,15 +119,16 @@ def panel_from_range_results(
     start: float,
     end: float,
     step: int,
-    instance_label: str = "instance",
+    hosts: HostIdentity = INSTANCE_ONLY,
     bounds: Bounds | None = None,
 ) -> Panel:
     """Build a panel from one range query per signal.
 
     ``results[signal]`` is an iterable of objects with ``labels``, ``timestamps`` and ``values``
-    (the Prometheus client's ``RangeSeries``). Series without the instance label are counted
-    and dropped, and so are duplicates of an instance within one signal (a query that did not
-    aggregate ``by (instance)``): keeping one at random would silently mix hosts. With
+    (the Prometheus client's ``RangeSeries``); ``hosts`` turns their labels into the row key (the
+    instance, with the cluster labels if any). Series without the instance label are counted
+    and dropped, and so are duplicates of a host within one signal (a query that did not
+    aggregate ``by (instance, <cluster labels>)``): keeping one at random would silently mix hosts. With
     ``bounds``, values outside them are masked and counted (:func:`mask_out_of_bounds`).
     """
     timestamps = grid(start, end, step)
@@ -131,8 +138,8 @@ def panel_from_range_results(
         seen: set[str] = set()
         for series in results.get(signal, ()):
             labels = getattr(series, "labels")  # noqa: B009 - duck-typed RangeSeries
-            instance = labels.get(instance_label)
-            if not instance:
+            instance = hosts.key(labels)
+            if instance is None:
                 dropped["no_instance_label"] += 1
                 continue
             if instance in seen:
@@ -160,10 +167,13 @@ def panel_from_frame(
     instance_col: str = "instance",
     time_col: str = "timestamp",
     bounds: Bounds | None = None,
+    hosts: HostIdentity = INSTANCE_ONLY,
 ) -> Panel:
     """Build a panel from a wide table: ``instance, timestamp, <one column per signal>``.
 
-    This is the simulator's Parquet layout. The step is inferred (the most common spacing)
+    This is the simulator's Parquet layout. Columns named as ``hosts``' identity labels (``cluster``)
+    are part of the host key, as the labels are for :func:`panel_from_range_results`; a table without
+    them holds hosts with those labels empty. The step is inferred (the most common spacing)
     when not given; rows off the grid are snapped to the nearest slot. ``bounds`` as for
     :func:`panel_from_range_results`.
     """
@@ -171,7 +181,7 @@ def panel_from_frame(
     if missing:
         raise PanelError(f"table lacks column(s) {', '.join(missing)}")
     if signals is None:
-        signals = [c for c in frame.columns if c not in (instance_col, time_col)
+        signals = [c for c in frame.columns if c not in (instance_col, time_col, *hosts.labels)
                    and pd.api.types.is_numeric_dtype(frame[c])]
     absent = [s for s in signals if s not in frame.columns]
     if absent:
@@ -182,9 +192,10 @@ def panel_from_frame(
     if step is None:
         step = infer_step(seconds)
     timestamps = grid(float(seconds.min()), float(seconds.max()), step)
-    instances = sorted(frame[instance_col].astype(str).unique())
+    keys = _frame_keys(frame, instance_col, hosts)
+    instances = sorted(keys.unique())
     values = np.full((len(instances), len(signals), len(timestamps)), np.nan, dtype=np.float32)
-    inst_codes = pd.Categorical(frame[instance_col].astype(str), categories=instances).codes
+    inst_codes = pd.Categorical(keys, categories=instances).codes
     slots = np.rint((seconds - timestamps[0]) / step).astype(np.int64)
     for j, sig in enumerate(signals):
         vals = np.array(pd.to_numeric(frame[sig], errors="coerce"), dtype=np.float64)
@@ -192,6 +203,21 @@ def panel_from_frame(
         values[inst_codes, j, slots] = vals
     masked = mask_out_of_bounds(values, signals, bounds) if bounds else Counter()
     return Panel(instances, list(signals), timestamps, values, step, out_of_bounds=masked)
+
+
+def _frame_keys(frame: pd.DataFrame, instance_col: str, hosts: HostIdentity) -> pd.Series:
+    """The host key of every row: one :meth:`HostIdentity.key` per distinct label combination, not per row."""
+    instance = frame[instance_col].astype(str)
+    if not hosts.labels:
+        return instance
+    cols = {"instance": instance}
+    for name in hosts.labels:
+        cols[name] = frame[name].astype(str) if name in frame.columns else pd.Series("", index=frame.index)
+    table = pd.DataFrame(cols)
+    combos = table.drop_duplicates().reset_index(drop=True)
+    combos["__key"] = [hosts.key(dict(zip(cols, row, strict=True))) or "" for row in combos.itertuples(index=False)]
+    # A left merge keeps the rows' order.
+    return table.merge(combos, on=list(cols), how="left")["__key"].set_axis(frame.index)
 
 
 def _to_unix_seconds(column: pd.Series) -> np.ndarray:

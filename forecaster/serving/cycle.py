@@ -35,6 +35,8 @@ import numpy as np
 
 from forecaster.contract.config import HORIZON_LABELS, Config
 from forecaster.contract.features import WindowBatch, WindowRules, build_windows, first_crossing
+from forecaster.contract.hosts import HostIdentity
+from forecaster.contract.model import Forecast
 from forecaster.contract.panel import Panel, panel_from_range_results
 from forecaster.contract.prometheus import PrometheusAPI, PrometheusError, RangeSeries, align
 from forecaster.serving.sharding import in_shard
@@ -101,13 +103,13 @@ def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: floa
 
     t0 = monotonic()
     shard = config.forecaster.shard
+    hosts = config.hosts
     try:
         if shard.count > 1:
-            results = {sig: [s for s in series if "instance" not in s.labels
-                             or in_shard(s.labels["instance"], shard.count, shard.index)]
+            results = {sig: [s for s in series if _in_shard(hosts, s.labels, shard.count, shard.index)]
                        for sig, series in results.items()}
         panel = panel_from_range_results(results, [s.name for s in config.signals], start, end, step,
-                                         bounds=config.signal_bounds())
+                                         hosts=hosts, bounds=config.signal_bounds())
     except Exception as exc:  # the pipeline must never take the service down
         log.exception("preprocessing failed")
         result.fail("preprocess", f"{type(exc).__name__}: {exc}")
@@ -120,6 +122,12 @@ def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: floa
     _Forecaster(panel, models, config, result, now, chunk or config.forecaster.inference_batch_size,
                 [s for s in results], monotonic).run()
     return result
+
+
+def _in_shard(hosts: HostIdentity, labels: dict[str, str], count: int, index: int) -> bool:
+    """Whether this shard forecasts the series' host; a series naming no host is kept, for the panel to count."""
+    key = hosts.key(labels)
+    return key is None or in_shard(hosts.hash_source(key), count, index)
 
 
 def _query(client: PrometheusAPI, config: Config, start: float, end: float, step: int,
@@ -196,6 +204,7 @@ class _Forecaster:
         self.thresholds = np.array([s.threshold for s in sigs], dtype=np.float64)
         self.bounds = [(s.min, s.max) for s in sigs]
         self.answered = {panel.signals.index(name) for name in answered}
+        self.schedules = config.schedule_set
         self.parts: list[ForecastSet] = []
 
     def _time(self, stage: str, began: float) -> None:
@@ -226,7 +235,7 @@ class _Forecaster:
                 self._model(key, model, series[rows])
         # The cut-offs travel with the forecasts: the probabilities and the cut-offs they are
         # judged against are published (and carried over) together.
-        fs = ForecastSet.concat(self.parts, self.step, cutoffs=self.models.cutoffs)
+        fs = ForecastSet.concat(self.parts, self.step, cutoffs=self.models.cutoffs, hosts=self.config.hosts)
         self.result.forecasts = fs
         self._staleness(fs)
 
@@ -269,7 +278,7 @@ class _Forecaster:
         spec = lm.model.spec
         mpanel, to_model = _series_panel(self.panel, list(spec.signals))
         min_history = min(self.config.model.min_history_steps, spec.context_steps)
-        rules = spec.window_rules(min_history)
+        rules = spec.window_rules(min_history, schedules=self.schedules)
         kind = KIND_HOST if scope.startswith("hosts/") else KIND_GLOBAL
         back = np.full(len(spec.signals), -1, dtype=np.int64)  # model signal index -> panel signal index
         for j, k in enumerate(to_model):
@@ -299,7 +308,7 @@ class _Forecaster:
                 if label in fc.breach_probability:
                     probs[:, c] = fc.breach_probability[label]
             self.parts.append(self._rows(batch.series[:, 0], psig, batch, rules, fc.quantiles, probs, kind,
-                                         lm.version))
+                                         lm.version, fc))
             self._time("inference", began)
         if failed:  # dashboards must not go blank because a model broke at run time
             self._fallback(np.concatenate(failed), count_skips=False)
@@ -330,8 +339,13 @@ class _Forecaster:
             self._time("inference", began)
 
     def _rows(self, inst: np.ndarray, sig: np.ndarray, batch: WindowBatch, rules: WindowRules, q: np.ndarray,
-              probs: np.ndarray, kind: str, version: str) -> ForecastSet:
+              probs: np.ndarray, kind: str, version: str, fc: Forecast | None = None) -> ForecastSet:
+        """One block's rows; ``fc``, the model's forecast, brings what drove each one (none for the fallback)."""
         n = len(inst)
+        explained = fc is not None and fc.drivers is not None and fc.attention_peak_lag is not None
+        drivers = {} if not explained else {  # type: ignore[union-attr]
+            "drivers": fc.drivers, "driver_names": tuple(fc.driver_names),
+            "attention_lag": np.where(fc.attention_peak_lag >= 0, fc.attention_peak_lag * float(self.step), np.nan)}
         q = np.nan_to_num(q, nan=np.nan, posinf=np.nan, neginf=np.nan).astype(np.float32)
         threshold = self.thresholds[sig]
         origin = float(self.panel.timestamps[-1])
@@ -343,8 +357,27 @@ class _Forecaster:
             eta[:, c] = np.where(idx >= 0, np.maximum(0.0, at - self.now), np.nan)
         instances = np.array(self.panel.instances, dtype=object)[inst]
         signals = np.array(self.panel.signals, dtype=object)[sig]
+        planned, scheduled = self._planned(instances, signals, origin, q[:, :reach, 2], threshold)
         return ForecastSet(
             step_seconds=self.step, instances=instances, signals=signals,
             kinds=np.full(n, kind, dtype=object), versions=np.full(n, version, dtype=object),
             warming_up=batch.encoder_lengths < rules.context, made_at=np.full(n, self.now),
-            origin=np.full(n, origin), threshold=threshold, quantiles=q, eta=eta, probability=probs)
+            origin=np.full(n, origin), threshold=threshold, quantiles=q, eta=eta, probability=probs,
+            hosts=self.config.hosts, planned=planned, breach_scheduled=scheduled, **drivers)
+
+    def _planned(self, instances: np.ndarray, signals: np.ndarray, origin: float, p90: np.ndarray,
+                 threshold: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The declared windows of each row's host and signal: [N, 1 + horizons] (1 where one covers now,
+        then origin + each horizon; NaN where no schedule applies), and whether the forecast breach is
+        wholly theirs (forecaster.contract.schedules.ScheduleSet.breach_explained). None without schedules."""
+        if not self.schedules:
+            return None, None
+        keys, sigs = [str(k) for k in instances], [str(s) for s in signals]
+        applies = np.array([bool(self.schedules.applying(k, s)) for k, s in zip(keys, sigs, strict=True)])
+        at = np.array([self.now, *(origin + seconds for seconds in HORIZON_LABELS.values())])
+        planned = self.schedules.active(keys, sigs, np.broadcast_to(at, (len(keys), len(at)))).astype(np.float64)
+        planned[~applies] = np.nan
+        times = origin + (np.arange(p90.shape[1]) + 1.0) * self.step
+        above = np.nan_to_num(p90, nan=-np.inf) > threshold[:, None]
+        scheduled = self.schedules.breach_explained(keys, sigs, np.broadcast_to(times, p90.shape), above)
+        return planned, scheduled

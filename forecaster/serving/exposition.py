@@ -5,7 +5,8 @@ immutable state, so a scrape never sees half a cycle and never triggers work:
 
 * :class:`ForecastCollector` - the per-series families (``tft_forecast_p10|p50|p90``,
   ``tft_breach_eta_seconds``, ``tft_breach_probability``, ``tft_forecast_model_info``,
-  ``tft_forecast_warming_up``) of one :class:`~forecaster.serving.snapshot.ForecastSet`, plus the
+  ``tft_forecast_warming_up``, ``tft_forecast_driver_weight``,
+  ``tft_forecast_attention_peak_lag_seconds``) of one :class:`~forecaster.serving.snapshot.ForecastSet`, plus the
   per-horizon ``tft_breach_probability_cutoff`` the set carries (so that the probabilities and
   their cut-offs always come from the same cycle). A fleet of
   1,000 hosts gives ~100,000 samples; formatting them through ``generate_latest`` takes about
@@ -62,6 +63,19 @@ CUTOFF_HELP = ("Breach-probability cut-off of the served global model per horizo
               "(applied to the series of per-host models, too); absent while serving the fallback.")
 MODEL_INFO_HELP = "Which model served this series: the host's own, the global model, or the fallback."
 WARMING_HELP = "1 while the series has less history than the model's context (forecast, but warming up), else 0."
+DRIVER_HELP = ("Weight of each input group in the forecast, from the TFT encoder's variable selection averaged over "
+               "its input steps: own (the signal's own history), each other signal of the host, calendar, seasonal; "
+               "the weights of one forecast sum to 1 (absent for the fallback).")
+SCHEDULE_ACTIVE_HELP = ("1 while a declared window (config schedules:) of the host covers now and loads the signal, "
+                        "else 0; absent where no schedule applies.")
+SCHEDULE_PLANNED_HELP = ("1 when a declared window of the host that loads the signal covers now + horizon, else 0 "
+                         "(stored at the time of the scrape, like the forecasts); absent where no schedule applies.")
+BREACH_SCHEDULED_HELP = ("1 when every step of the forecast (p90 path) above the threshold lies inside a declared "
+                         "window or its 15-minute grace and one lies within the forecast: the planned job's own "
+                         "breach, on which the predicted-breach alerts do not page; 0 otherwise; absent where no "
+                         "schedule applies.")
+ATTENTION_LAG_HELP = ("How long before the forecast's last input step lies the input step the TFT's attention weighed "
+                      "most (mean over heads and the published horizons); 0 = the latest step.")
 
 
 # --------------------------------------------------------------------------- per-series families
@@ -83,11 +97,13 @@ def _order(fs: ForecastSet) -> list[int]:
 def _per_series(fs: ForecastSet) -> Iterator[tuple[str, str, str, list[tuple[str, dict[str, str], str]]]]:
     """(name, type, help, [(sample name, labels, value text), ...]) of every family of the set.
 
-    Samples are ordered by instance, signal, then horizon (or path) in their natural order. The
+    Samples are ordered by host, signal, then horizon (or path) in their natural order. Every
+    per-series sample carries the labels that name its host: ``instance`` and the configured cluster
+    labels (``fs.hosts``), so equal instance names in two clusters stay two series. The
     cut-off family (one sample per horizon, no instance or signal) follows the probabilities.
     """
     order = _order(fs)
-    inst = [str(fs.instances[r]) for r in order]
+    host = [fs.hosts.host_labels(str(fs.instances[r])) for r in order]
     sig = [str(fs.signals[r]) for r in order]
     horizons = fs.at_horizons()
     labels = list(HORIZON_LABELS)
@@ -96,7 +112,7 @@ def _per_series(fs: ForecastSet) -> Iterator[tuple[str, str, str, list[tuple[str
         """values [N(sorted), C]: one sample per finite cell, labelled ``key=names[c]``."""
         text = _values(values)
         ok = np.isfinite(values)
-        return [(name, {"instance": inst[k], "signal": sig[k], key: names[c]}, text[k, c])
+        return [(name, {**host[k], "signal": sig[k], key: names[c]}, text[k, c])
                 for k in range(len(order)) for c in np.flatnonzero(ok[k]).tolist()]
 
     for qi, qname in enumerate(QUANTILE_NAMES):
@@ -112,12 +128,29 @@ def _per_series(fs: ForecastSet) -> Iterator[tuple[str, str, str, list[tuple[str
     yield ("tft_breach_probability_cutoff", "gauge", CUTOFF_HELP,
            [("tft_breach_probability_cutoff", {"horizon": label}, cut_text[k]) for k, (label, _) in enumerate(cut)])
     yield ("tft_forecast_model_info", "gauge", MODEL_INFO_HELP,
-           [("tft_forecast_model_info", {"instance": inst[k], "signal": sig[k], "model": str(fs.kinds[r]),
+           [("tft_forecast_model_info", {**host[k], "signal": sig[k], "model": str(fs.kinds[r]),
                                          "version": str(fs.versions[r])}, "1")
             for k, r in enumerate(order)])
     yield ("tft_forecast_warming_up", "gauge", WARMING_HELP,
-           [("tft_forecast_warming_up", {"instance": inst[k], "signal": sig[k]},
+           [("tft_forecast_warming_up", {**host[k], "signal": sig[k]},
              "1" if fs.warming_up[r] else "0") for k, r in enumerate(order)])
+    yield ("tft_forecast_driver_weight", "gauge", DRIVER_HELP,
+           by_row("tft_forecast_driver_weight", fs.drivers[order], "driver", list(fs.driver_names)))
+    planned = fs.planned[order] if order else np.zeros((0, 1 + len(labels)))
+    if np.isfinite(planned).any():  # only with declared schedules: without them the output is as before
+        yield ("tft_schedule_active", "gauge", SCHEDULE_ACTIVE_HELP,
+               [(n, {k: v for k, v in lab.items() if k != "horizon"}, text)
+                for n, lab, text in by_row("tft_schedule_active", planned[:, :1], "horizon", ["now"])])
+        yield ("tft_schedule_planned", "gauge", SCHEDULE_PLANNED_HELP,
+               by_row("tft_schedule_planned", planned[:, 1:], "horizon", labels))
+        scheduled = fs.breach_scheduled[order]
+        yield ("tft_breach_scheduled", "gauge", BREACH_SCHEDULED_HELP,
+               [(n, {k: v for k, v in lab.items() if k != "horizon"}, text)
+                for n, lab, text in by_row("tft_breach_scheduled", scheduled[:, None], "horizon", ["all"])])
+    lag_text = _values(fs.attention_lag[order])
+    yield ("tft_forecast_attention_peak_lag_seconds", "gauge", ATTENTION_LAG_HELP,
+           [("tft_forecast_attention_peak_lag_seconds", {**host[k], "signal": sig[k]}, lag_text[k])
+            for k, r in enumerate(order) if np.isfinite(fs.attention_lag[r])])
 
 
 def forecast_families(fs: ForecastSet | None) -> list[Metric]:

@@ -36,7 +36,7 @@ from monitoring.dashboards.panels import (
     var_custom,
     var_job,
 )
-from monitoring.promql import at_or_above_cutoff, breach_probability, num
+from monitoring.promql import at_or_above_cutoff, breach_probability, by_host, num
 from monitoring.rules import HORIZONS
 from monitoring.settings import SETTINGS
 
@@ -44,15 +44,17 @@ from monitoring.settings import SETTINGS
 def hosts_at_risk(horizon: str) -> str:
     """Hosts with a signal whose breach probability reaches the model's cut-off (the alert condition), in the
     selected job and cluster."""
-    value = breach_probability(horizon, "instance, horizon", HOST_SELECTOR)
+    value = breach_probability(horizon, by_host("horizon"), HOST_SELECTOR)
     return f"count({at_or_above_cutoff(value, horizon, HOST_SELECTOR)}) or vector(0)"
 
 
 def fleet_dashboard() -> dict[str, Any]:
     own_cutoff = "the model's own cut-off for that horizon (the probability alerts' condition)"
     sel = HOST_SELECTOR
+    # A host is its instance and cluster labels (SETTINGS.cluster_labels): web-01 of two clusters counts twice.
+    host, series = by_host(), by_host("signal")
     lay = Layout()
-    lay.add(panel(1, "stat", "Hosts forecast", [target(f"count(count by (instance) (tft_forecast_p50{{{sel}}}))")],
+    lay.add(panel(1, "stat", "Hosts forecast", [target(f"count(count by ({host}) (tft_forecast_p50{{{sel}}}))")],
                   "Hosts with at least one published forecast.", unit="short", options=stat_options(),
                   defaults={"color": {"mode": "fixed", "fixedColor": "blue"}}), 4, 4)
     lay.add(panel(2, "stat", "Series warming up",
@@ -65,7 +67,7 @@ def fleet_dashboard() -> dict[str, Any]:
                   options=stat_options(color="background"),
                   defaults={"thresholds": thresholds((None, "green"), (1, "red"))}), 4, 4)
     lay.add(panel(4, "stat", "Predicted breaches within 1h (p50 path)",
-                  [target(f'count(min by (instance, signal) (tft_breach_eta_seconds{{{sel}, path="p50"}})'
+                  [target(f'count(min by ({series}) (tft_breach_eta_seconds{{{sel}, path="p50"}})'
                           f" <= {SETTINGS.critical_eta_seconds}) or vector(0)")],
                   "Host/signal series whose median forecast crosses the threshold within the hour.", unit="short",
                   options=stat_options(color="background"),
@@ -114,15 +116,15 @@ def fleet_dashboard() -> dict[str, Any]:
                             "thresholds": thresholds((None, "blue"))}), 6, 8)
 
     lay.row(20, "Rankings")
-    eta_p50 = f'min by (instance, signal) (tft_breach_eta_seconds{{{sel}, path="p50"}})'
+    eta_p50 = f'min by ({series}) (tft_breach_eta_seconds{{{sel}, path="p50"}})'
     top = f"bottomk(20, {eta_p50})"
     lay.add(panel(21, "table", "Soonest predicted breach",
                   [target(top, instant=True, table=True),
-                   target(f'min by (instance, signal) (tft_breach_eta_seconds{{{sel}, path="p90"}})'
-                          f" and on (instance, signal) {top}",
+                   target(f'min by ({series}) (tft_breach_eta_seconds{{{sel}, path="p90"}})'
+                          f" and on ({series}) {top}",
                           instant=True, table=True),
-                   target(f"{breach_probability(SETTINGS.warning_horizon, 'instance, signal', sel)}"
-                          f" and on (instance, signal) {top}", instant=True, table=True)],
+                   target(f"{breach_probability(SETTINGS.warning_horizon, series, sel)}"
+                          f" and on ({series}) {top}", instant=True, table=True)],
                   "Host/signal series ranked by when the median (p50) forecast path crosses the threshold; the "
                   "p90 path is the pessimistic case. Click a row to open the host drill-down.",
                   transformations=[{"id": "merge", "options": {}},
@@ -135,7 +137,7 @@ def fleet_dashboard() -> dict[str, Any]:
                                      color_cells(), ("thresholds", RISK_STEPS), ("min", 0), ("max", 1)),
                              by_name("instance", host_link())]), 12, 10)
     lay.add(panel(22, "table", "Highest breach probability ($horizon)",
-                  [target(f"topk(20, {breach_probability('$horizon', 'instance, signal', sel)})",
+                  [target(f"topk(20, {breach_probability('$horizon', series, sel)})",
                           instant=True, table=True)],
                   "Host/signal series ranked by the probability of crossing the threshold within the selected "
                   "horizon (calibrated on validation data).",

@@ -11,6 +11,7 @@ from typing import Any
 from forecaster.contract.config import DEFAULT_SIGNALS, Signal
 from monitoring.dashboards.ids import (
     DASH_HOST,
+    PANEL_HOST_DRIVERS,
     PANEL_HOST_ETA,
     PANEL_HOST_ETA_HISTORY,
     PANEL_HOST_FORECAST,
@@ -32,6 +33,7 @@ from monitoring.dashboards.panels import (
     organize,
     panel,
     promotions_annotation,
+    schedules_annotation,
     signal_unit,
     stat_options,
     table_options,
@@ -95,7 +97,8 @@ def host_dashboard(signals: tuple[Signal, ...] = DEFAULT_SIGNALS) -> dict[str, A
     lay.add(panel(PANEL_HOST_FORECAST, "timeseries", "$signal on $instance: actual and forecast, all horizons",
                   forecast_targets("$instance", '="$signal"', HORIZONS),
                   "Actual series, p50 forecast and p10-p90 band per horizon, threshold. Annotations: the "
-                  "project's firing alerts for this host, model promotions, simulated incidents.",
+                  "project's firing alerts for this host, model promotions, simulated incidents, the windows "
+                  "of declared schedules (past and planned).",
                   defaults=ts_defaults(unit=unit, min_=0), overrides=forecast_overrides(HORIZONS),
                   options=ts_options()), 16, 12)
     eta = f'min(tft_breach_eta_seconds{{{sel}, path="%s"}})'
@@ -140,6 +143,22 @@ def host_dashboard(signals: tuple[Signal, ...] = DEFAULT_SIGNALS) -> dict[str, A
                                        steps=thresholds((None, "red"), (SETTINGS.critical_eta_seconds, "transparent"))),
                   overrides=[by_regexp("p90.*", ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}))],
                   options=ts_options()), 12, 8)
+
+    lay.add(panel(PANEL_HOST_DRIVERS, "timeseries", "What drives the forecast",
+                  [target(f"max by (driver) (tft_forecast_driver_weight{{{sel}}})", legend="{{driver}}"),
+                   target(f"max(tft_forecast_attention_peak_lag_seconds{{{sel}}})", legend="attention peak lag",
+                          ref="B")],
+                  "Weight of each input group in the forecast (the TFT's variable selection; they sum to 100 %): "
+                  "own = the signal's own history, a signal name = that signal of the same host, calendar = time "
+                  "of day and week. A host signal climbing before a breach of this one is the early warning to "
+                  "look at. Dashed, right axis: how long before the latest input the attention looked hardest. "
+                  "No lines for the fallback. docs/OPERATIONS.md, \"Reading the drivers\".",
+                  defaults=ts_defaults(unit="percentunit", min_=0, max_=1, fill=30) | {"custom": {
+                      **ts_defaults(fill=30)["custom"], "stacking": {"mode": "normal", "group": "A"}}},
+                  overrides=[by_name("attention peak lag", ("unit", "s"), ("custom.axisPlacement", "right"),
+                                     ("custom.stacking", {"mode": "none", "group": "B"}), ("custom.fillOpacity", 0),
+                                     ("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}))],
+                  options=ts_options()), 24, 8)
 
     lay.row(10, "Forecast per horizon: $signal on $instance")
     for i, h in enumerate(HORIZONS):
@@ -188,4 +207,5 @@ def host_dashboard(signals: tuple[Signal, ...] = DEFAULT_SIGNALS) -> dict[str, A
                      "One host: actual, forecast band per horizon reaching 8 h into the future, breach ETA.",
                      lay.panels, variables, time_from="now-16h", time_to="now+8h",
                      annotations=[alerts_annotation('instance="$instance"'), promotions_annotation(),
-                                  incidents_annotation('instance="$instance"')])
+                                  incidents_annotation('instance="$instance"'),
+                                  schedules_annotation('instance="$instance", signal="$signal"')])

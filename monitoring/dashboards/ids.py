@@ -26,6 +26,7 @@ PANEL_HEALTH_MODEL = 11
 # on which Grafana draws the alert's state changes; a stat, table or bar gauge cannot show them.
 PANEL_HOST_PROBABILITY_HISTORY = 41
 PANEL_HOST_ETA_HISTORY = 42
+PANEL_HOST_DRIVERS = 43
 PANEL_HEALTH_MODEL_AGE = 14
 PANEL_HEALTH_FALLBACK = 15
 PANEL_HEALTH_COVERAGE = 21

@@ -244,6 +244,17 @@ def incidents_annotation(matchers: str = "") -> dict[str, Any]:
         "orange", "Incident: {{kind}}", "simulated incident on {{instance}}", "kind")
 
 
+def schedules_annotation(matchers: str = "") -> dict[str, Any]:
+    """Declared schedules' windows (config ``schedules:``) of the host and signal, past and planned: a window
+    stored as planned 8 h ahead, read ``offset 8h``, lands at its own time, up to the dashboard's ``now+8h``
+    (the forecast lines' trick); nothing where no schedule is declared."""
+    extra = f", {matchers}" if matchers else ""
+    return prometheus_annotation(
+        "Planned windows",
+        f'max by (instance, signal) (tft_schedule_planned{{{HOST_SELECTOR}, horizon="8h"{extra}}} offset 8h) > 0',
+        "blue", "Planned window", "declared schedule on {{instance}} ({{signal}})", "signal")
+
+
 #: Grafana's unit for a signal's ``unit`` (forecaster config); any other unit is drawn as a plain number.
 SIGNAL_UNITS = {"ratio": "percentunit", "percent": "percent", "seconds": "s", "bytes": "bytes"}
 
