@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from forecaster.contract.hosts import HostIdentity, check_label_names
 from forecaster.contract.schedules import Schedule, ScheduleSet, compile_cron, parse_duration
@@ -25,6 +25,16 @@ DEFAULT_FORECASTER_ADDRESS = "0.0.0.0:8921"
 HORIZON_LABELS: dict[str, int] = {"30m": 1800, "1h": 3600, "2h": 7200, "4h": 14400, "8h": 28800}
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _lower_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError("must be lower-case letters, digits and '_', starting with a letter")
+    return value
+
+
+#: A signal's or a schedule's name: it becomes a label value and part of series and rule names.
+Name = Annotated[str, AfterValidator(_lower_name)]
 
 
 class ConfigError(Exception):
@@ -123,20 +133,13 @@ class PrometheusSection(_Section):
 class Signal(_Section):
     """One forecast signal: a PromQL expression giving one series per instance, and its limits."""
 
-    name: str
+    name: Name
     query: str
     unit: str = "ratio"
     min: float | None = 0.0
     max: float | None = 1.0
     threshold: float
     description: str = ""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError("must be lower-case letters, digits and '_', starting with a letter")
-        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> Signal:
@@ -291,18 +294,11 @@ class ScheduleEntry(_Section):
     the signals the job loads (default: all). See forecaster/contract/schedules.py and docs/OPERATIONS.md.
     """
 
-    name: str
+    name: Name
     cron: str
     duration: str
     hosts: str = ".*"
     signals: tuple[str, ...] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError("must be lower-case letters, digits and '_', starting with a letter")
-        return value
 
     @field_validator("cron")
     @classmethod
