@@ -13,18 +13,18 @@ SIGNALS = ["cpu", "memory", "disk"]
 CODES = {s: i + 1 for i, s in enumerate(SIGNALS)}
 
 
-@pytest.mark.parametrize("seasonal_days", [0, 2])
-def test_a_shifted_window_equals_the_window_built_from_the_shifted_history(seasonal_days: int) -> None:
+@pytest.mark.parametrize(("seasonal_days", "center"), [(0, "mean"), (2, "mean"), (2, "last")])
+def test_a_shifted_window_equals_the_window_built_from_the_shifted_history(seasonal_days: int, center: str) -> None:
     panel = synthetic_panel(hosts=3, days=5, signals=SIGNALS)
     panel.values[0, 1, -150:-140] = np.nan  # a gap before the shift
-    rules = WindowRules(144, 24, 72, seasonal_days=seasonal_days)
+    rules = WindowRules(144, 24, 72, seasonal_days=seasonal_days, center=center)
     series = np.array([(0, 1), (1, 0), (2, 2)])  # one host each: a shift moves its host's inputs
     origins = np.full(3, panel.n_times - 30)
     thresholds = np.array([0.9, 0.6, np.nan])
     batch = build_windows(panel, series, origins, rules, CODES, thresholds)
     rows, starts, deltas = np.array([0, 2]), np.array([130, 143]), np.array([0.25, -0.1])
 
-    shifted = shift_levels(batch, SIGNALS, seasonal_days, rows, starts, deltas)
+    shifted = shift_levels(batch, SIGNALS, seasonal_days, rows, starts, deltas, center)
 
     moved = panel.values.copy()
     for r, start, delta in zip(rows, starts, deltas, strict=True):

@@ -80,9 +80,9 @@ def test_train_gate_and_registry_agree(tmp_path: Path, monkeypatch: pytest.Monke
     shares_used: set[float] = set()
     real_inject = training.inject_level_shifts
 
-    def spy(batch, signals, seasonal_days, share, rng):  # type: ignore[no-untyped-def]
+    def spy(batch, signals, seasonal_days, share, rng, *rest):  # type: ignore[no-untyped-def]
         shares_used.add(share)
-        return real_inject(batch, signals, seasonal_days, share, rng)
+        return real_inject(batch, signals, seasonal_days, share, rng, *rest)
 
     monkeypatch.setattr(training, "inject_level_shifts", spy)
     code2 = main(["--config.file", str(config), "train", "--parquet", str(data), "--no-progress", "--seed", "7",

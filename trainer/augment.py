@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from forecaster.contract.features import Z_CLIP, WindowBatch, window_scale, x_reals
+from forecaster.contract.features import Z_CLIP, WindowBatch, window_center, window_scale, x_reals
 
 MIN_CONTEXT_STEPS = 60  # a shorter window has too little "before" to show a shift against
 LATEST_SHIFT_STEPS = 48  # the shift starts at most this many steps before the origin (4 h at 5 min)
@@ -23,7 +23,7 @@ SHIFT_SIZE = (2.0, 6.0)  # in standard deviations of the window before the shift
 
 
 def inject_level_shifts(batch: WindowBatch, signals: list[str], seasonal_days: int, share: float,
-                        rng: np.random.Generator) -> WindowBatch:
+                        rng: np.random.Generator, center: str = "mean") -> WindowBatch:
     """A copy of ``batch`` where about ``share`` of the windows have a lasting level shift,
     up or down by 2-6 of the window's standard deviations, starting 0-4 h before the origin."""
     if share <= 0 or len(batch) == 0:
@@ -34,11 +34,11 @@ def inject_level_shifts(batch: WindowBatch, signals: list[str], seasonal_days: i
     back = rng.integers(1, LATEST_SHIFT_STEPS + 1, size=len(rows))
     sizes = rng.choice([-1.0, 1.0], size=len(rows)) * rng.uniform(*SHIFT_SIZE, size=len(rows))
     return shift_levels(batch, signals, seasonal_days, rows, batch.encoder_lengths[rows] - back,
-                        sizes * batch.scale[rows])
+                        sizes * batch.scale[rows], center)
 
 
 def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, rows: np.ndarray,
-                 starts: np.ndarray, deltas: np.ndarray) -> WindowBatch:
+                 starts: np.ndarray, deltas: np.ndarray, center_rule: str = "mean") -> WindowBatch:
     """Windows ``rows`` rebuilt as if their signal had moved by ``deltas`` (units) from encoder
     position ``starts`` (left-aligned) on, through the whole horizon.
 
@@ -61,8 +61,9 @@ def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, row
         history[start:] += delta
         # Position 0 is the first observed step (windows are left-aligned), so ``observed`` is never empty.
         observed = enc[j, :L, col["observed"]] > 0.5
-        new_center = float(history[observed].mean())
-        new_scale = float(window_scale(history[observed].std(), new_center))
+        new_mean = float(history[observed].mean())
+        new_center = float(window_center(np.array([new_mean]), history[L - 1:L], center_rule)[0])
+        new_scale = float(window_scale(history[observed].std(), new_mean))
         enc[j, :L, col["target"]] = np.clip((history - new_center) / new_scale, -Z_CLIP, Z_CLIP)
         if len(signals) > 1:  # the host's copy of this signal is scaled over all filled steps
             own = col[f"host_{signals[batch.series[j, 1]]}"]

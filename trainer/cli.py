@@ -110,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--score", type=Path, default=None, help="score.py to run (default: found beside --data)")
     b.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
     b.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
+    b.add_argument("--center", default=None, help="overrides model.center (mean or last)")
     b.add_argument("--save-model", type=Path, default=None, help="also save the fitted model to this directory")
     b.add_argument("--univariate", action="store_true",
                    help="ignore the sidecar's host column: each series on its own, without its host's other "
@@ -248,7 +249,7 @@ def _spec(config: Config, signals: list[str]) -> ModelSpec:
                      step_seconds=m.step_seconds, hidden_size=m.hidden_size,
                      attention_heads=m.attention_heads, hidden_continuous_size=m.hidden_continuous_size,
                      dropout=m.dropout, min_history_steps=m.min_history_steps,
-                     seasonal_days=m.seasonal_days, schedules=bool(config.schedules))
+                     seasonal_days=m.seasonal_days, schedules=bool(config.schedules), center=m.center)
 
 
 def _history_config(args: argparse.Namespace) -> Config | None:
@@ -471,7 +472,7 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
 # The fields of a spec that decide the network's parameter shapes and what they mean: weights carry
 # over only between networks that agree on all of them.
 _SHAPE_FIELDS = ("signals", "context_steps", "horizon_steps", "step_seconds", "hidden_size", "attention_heads",
-                 "hidden_continuous_size", "seasonal_days", "schedules", "quantiles")
+                 "hidden_continuous_size", "seasonal_days", "schedules", "center", "quantiles")
 
 
 def _starting_weights(args: argparse.Namespace, registry: Registry, scope: str, spec: ModelSpec) -> Path | None:
@@ -626,7 +627,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from forecaster.contract.panel import PanelError
     from trainer.backtest import find_scorer, load_benchmark, origins_for, run_backtest, score, write_forecasts
 
-    config = _load_config(args, {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days})
+    config = _load_config(args, {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days,
+                                 "model.center": args.center})
     if config is None:
         return EXIT_USAGE
     if not args.data.is_file():

@@ -171,11 +171,12 @@ class SampledBatches:
 
     def __init__(self, sampler: WindowSampler, batches: int, batch_size: int, seed: int, signals: list[str],
                  seasonal_days: int = 0, level_shift_share: float = 0.0,
-                 rank_and_world: tuple[int, int] | None = None) -> None:
+                 rank_and_world: tuple[int, int] | None = None, center: str = "mean") -> None:
         self.sampler, self.batches, self.batch_size = sampler, batches, batch_size
         self.seed = seed % 2**64  # SeedSequence takes no negative numbers; --seed may be one
         self.signals, self.seasonal_days, self.level_shift_share = signals, seasonal_days, level_shift_share
         self._rank_and_world = rank_and_world  # None: the process group's, read at each use
+        self.center = center
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -202,7 +203,7 @@ class SampledBatches:
             windows, shifts = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(2)
             batch = self.sampler.sample(self.batch_size, np.random.default_rng(windows))
             batch = inject_level_shifts(batch, self.signals, self.seasonal_days, self.level_shift_share,
-                                        np.random.default_rng(shifts))
+                                        np.random.default_rng(shifts), self.center)
             if index == draws.start and log.isEnabledFor(logging.DEBUG):
                 rank, world = self.rank_and_world()
                 log.debug("rank %d of %d, epoch %d: %d batches, draws %s seeded (%d, %d, draw); first batch %s",
@@ -419,7 +420,8 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
         log.info("starting from weights %s", settings.initial_weights)
     module = _lightning_module(network, settings, spec.quantiles)
     batches = SampledBatches(sampler, settings.batches_per_epoch * settings.gradient_accumulation, settings.batch_size,
-                             settings.seed, panel.signals, spec.seasonal_days, settings.level_shift_share)
+                             settings.seed, panel.signals, spec.seasonal_days, settings.level_shift_share,
+                             center=spec.center)
 
     val_batches = [_to_torch_batch(val.take(slice(i, i + 256)))
                    for i in range(0, len(val), 256)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -230,6 +230,7 @@ class ModelSection(_Section):
     dropout: float = Field(default=0.1, ge=0, lt=1)
     min_history_steps: int = Field(default=72, ge=2)
     seasonal_days: int = Field(default=0, ge=0, le=28)
+    center: Literal["mean", "last"] = "mean"
 
     @model_validator(mode="after")
     def _history(self) -> ModelSection:

@@ -177,6 +177,7 @@ class WindowRules:
     # None: no ``scheduled`` input (a model trained without it); a set, even an empty one: the input,
     # computed from these declared windows (forecaster.contract.schedules).
     schedules: ScheduleSet | None = None
+    center: str = "mean"  # what a window's values are measured from: CENTERS
 
 
 def build_windows(
@@ -241,11 +242,12 @@ def build_windows(
 
     with np.errstate(invalid="ignore", divide="ignore"):
         vals_for_stats = np.where(obs_aligned, target_filled, np.nan)
-        center = np.nanmean(vals_for_stats, axis=1) if B else np.zeros(0)
+        mean = np.nanmean(vals_for_stats, axis=1) if B else np.zeros(0)
         std = np.nanstd(vals_for_stats, axis=1) if B else np.zeros(0)
         enc_max = np.nanmax(vals_for_stats, axis=1) if B else np.zeros(0)
-    scale = window_scale(std, center)
     last_value = target_filled[np.arange(B), np.maximum(lengths - 1, 0)] if B else np.zeros(0)
+    center = window_center(mean, last_value, rules.center)
+    scale = window_scale(std, mean)
 
     unknown = unknown_reals(panel.signals)
     names = x_reals(panel.signals, rules.seasonal_days, rules.schedules is not None)
@@ -312,6 +314,22 @@ def build_windows(
     codes = np.array([signal_codes.get(panel.signals[j], 0) for j in sig], dtype=np.int64)
     return WindowBatch(series, origins, enc, dec, codes, lengths.astype(np.int64), center, scale,
                        last_value, thr, target, enc_max, _ffill(raw))
+
+
+#: A window's values go into the network as (value - center) / scale. ``mean``: the center is the
+#: mean of the context, so a network that outputs zeros forecasts the window's mean; ``last``: the
+#: last observed value, so zeros forecast persistence, and the threshold input becomes the distance
+#: from now to the breach.
+CENTERS = ("mean", "last")
+
+
+def window_center(mean: np.ndarray, last_value: np.ndarray, how: str) -> np.ndarray:
+    """The center of each window under the rule ``how`` (one of :data:`CENTERS`)."""
+    if how == "last":
+        return np.asarray(last_value, dtype=np.float64)
+    if how == "mean":
+        return np.asarray(mean, dtype=np.float64)
+    raise ValueError(f"center must be one of {', '.join(CENTERS)}, not {how!r}")
 
 
 def window_scale(std: np.ndarray | float, center: np.ndarray | float) -> np.ndarray:

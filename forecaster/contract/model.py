@@ -24,6 +24,7 @@ from forecaster.contract.calibration import (
 )
 from forecaster.contract.config import HORIZON_LABELS
 from forecaster.contract.features import (
+    CENTERS,
     STATIC_REALS,
     WindowBatch,
     WindowRules,
@@ -64,6 +65,7 @@ class ModelSpec:
     # Whether the network reads the known-future ``scheduled`` input (declared windows, config
     # ``schedules:``). False, the default, is what a model.json written before schedules existed means.
     schedules: bool = False
+    center: str = "mean"  # features.CENTERS; models saved before it existed are "mean"
     quantiles: list[float] = field(default_factory=lambda: list(QUANTILES))
     format_version: int = FORMAT_VERSION
 
@@ -80,7 +82,7 @@ class ModelSpec:
         it (none given: no window declared); a model without that input ignores them."""
         return WindowRules(self.context_steps, self.horizon_steps,
                            self.min_history_steps if min_history is None else min_history,
-                           seasonal_days=self.seasonal_days,
+                           seasonal_days=self.seasonal_days, center=self.center,
                            schedules=(schedules or ScheduleSet()) if self.schedules else None, **relaxed)
 
     @property
@@ -108,6 +110,8 @@ class ModelSpec:
                              f"(this version reads {FORMAT_VERSION})")
         if not 0 <= spec.seasonal_days <= 28:
             raise ValueError(f"seasonal_days must be between 0 and 28, not {spec.seasonal_days}")
+        if spec.center not in CENTERS:
+            raise ValueError(f"center must be one of {', '.join(CENTERS)}, not {spec.center!r}")
         if list(spec.quantiles) != list(QUANTILES):
             raise ValueError(f"quantiles must be {list(QUANTILES)}")
         return spec
