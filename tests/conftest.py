@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,31 @@ def victoriametrics_factory(tmp_path: Path, victoria_metrics: str) -> Iterator[C
     yield make
     for server in servers:
         server.stop()
+
+
+# ---- the in-process forecaster's fixtures (tests/forecaster_harness.py) -------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's registry holding one promoted tiny model (read-only: copy it to change it)."""
+    from tests.forecaster_harness import shared_tiny_registry
+
+    return shared_tiny_registry(tmp_path_factory)
+
+
+@pytest.fixture
+def registry(tiny_root: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny registry this test may change."""
+    from tests.forecaster_harness import copy_registry
+
+    return copy_registry(tiny_root, tmp_path / "registry")
+
+
+@pytest.fixture
+def fake() -> Iterator[Any]:
+    """A fake Prometheus answering a daily sine per host (tests.forecaster_harness.sine_fleet)."""
+    from tests.forecaster_harness import sine_fleet
+
+    with sine_fleet() as f:
+        yield f

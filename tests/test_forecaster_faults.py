@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +32,15 @@ from tests.forecaster_harness import (
     HOSTS,
     T0,
     Clock,
-    copy_registry,
     forecaster_config,
     make_service,
     metric,
-    shared_tiny_registry,
-    sine_fleet,
 )
 
 SIGNALS = ["cpu", "memory", "filesystem", "iowait"]
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_tiny_registry(tmp_path_factory)
-
-
-@pytest.fixture
-def registry(tiny_root: Path, tmp_path: Path) -> Path:
-    return copy_registry(tiny_root, tmp_path / "registry")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakePrometheus]:
-    with sine_fleet() as f:
-        yield f
+# tiny_root, registry and fake: tests/conftest.py
 
 
 def made_at(service: Service) -> set[float]:

@@ -12,7 +12,6 @@ import logging
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,28 +30,13 @@ from tests.forecaster_harness import (
     forecaster_config,
     make_service,
     metric,
-    shared_tiny_registry,
-    sine_fleet,
     start_forecaster,
 )
 
 SIGNALS = ["cpu", "memory", "filesystem", "iowait"]
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_tiny_registry(tmp_path_factory)
-
-
-@pytest.fixture
-def registry(tiny_root: Path, tmp_path: Path) -> Path:
-    return copy_registry(tiny_root, tmp_path / "registry")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakePrometheus]:
-    with sine_fleet() as f:
-        yield f
+# tiny_root, registry and fake: tests/conftest.py
 
 
 def served(service: Service) -> dict[tuple[str, str], float]:
