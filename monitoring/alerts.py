@@ -226,9 +226,11 @@ DRIVER_MIN_WEIGHT = 0.1
 def drivers_annotation() -> str:
     """Prometheus template: the forecast's top drivers in words, queried when the alert fires.
 
-    "Drivers: own history (52%), iowait (31%); the attention looked hardest 6h 0m 0s before the latest
-    input." The query selects the alert's own series by every label that names it (instance, the cluster
-    labels, signal), so it reads one forecast; ``max by (driver)`` makes forecaster replicas count once.
+    "Drivers: own history (52%, climbing for 6 h), iowait (31%); the attention looked hardest 6h 0m 0s before
+    the latest input." After a driver's weight, "climbing for N h" / "falling for N h" when its
+    tft_forecast_driver_trend_seconds is non-zero (a second query per driver). The query selects the alert's
+    own series by every label that names it (instance, the cluster labels, signal), so it reads one forecast;
+    ``max by (driver)`` makes forecaster replicas count once.
     The weights are series (tft_forecast_driver_weight{driver}), not a label holding the sentence, so
     nothing here grows the number of series.
     """
@@ -240,9 +242,15 @@ def drivers_annotation() -> str:
     weights = (f"sort_desc(topk({DRIVERS_NAMED}, max by (driver) (tft_forecast_driver_weight{{{matchers}}})) "
                f">= {num(DRIVER_MIN_WEIGHT)})")
     lag = f"max(tft_forecast_attention_peak_lag_seconds{{{matchers}}})"
+    # The driver's trend (forecaster: tft_forecast_driver_trend_seconds, signed; 0 or absent says nothing), in hours.
+    trend = f"max(tft_forecast_driver_trend_seconds{{{matchers},driver=%q}}) / 3600"
+    trend_args = f"{args} $d.Labels.driver"
+    moving = "".join(f'{{{{ with printf "{query}" {trend_args} | query }}}}, {word} for '
+                     "{{ . | first | value }} h{{ end }}"
+                     for query, word in ((f"{trend} > 0", "climbing"), (f"-{trend} > 0", "falling")))
     return (f'{{{{ with printf "{weights}" {args} | query }}}}Drivers: '
             f"{{{{ range $i, $d := . }}}}{{{{ if $i }}}}, {{{{ end }}}}{words} "
-            "({{ $d.Value | humanizePercentage }}){{ end }}"
+            f"({{{{ $d.Value | humanizePercentage }}}}{moving}){{{{ end }}}}"
             f'{{{{ with printf "{lag}" {args} | query }}}}; the attention looked hardest '
             "{{ . | first | value | humanizeDuration }} before the latest input{{ end }}."
             "{{ else }}No drivers: this series is not forecast by the TFT (fallback).{{ end }}")

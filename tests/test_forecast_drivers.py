@@ -214,15 +214,19 @@ def _set_with_drivers() -> ForecastSet:
         threshold=np.array([0.9, 0.9]), quantiles=q, eta=np.array([[1800.0, 900.0], [1800.0, 900.0]]),
         probability=np.full((2, 5), 0.5), driver_names=("own", "cpu", "memory", "iowait", "calendar"),
         drivers=np.array([[0.52, np.nan, 0.05, 0.31, 0.12], [0.9, 0.04, np.nan, 0.01, 0.05]], dtype=np.float32),
+        driver_trend=np.array([[6.0, np.nan, 0.0, -1.0, np.nan], [0.0, 3.0, np.nan, 0.0, np.nan]]),
         attention_lag=np.array([21600.0, 0.0]))
 
 
 def test_breaches_and_forecasts_say_what_drove_them() -> None:
     fs = _set_with_drivers()
     doc = drivers_document(fs, 0)
-    assert doc["drivers"] == [{"driver": "own", "weight": 0.52}, {"driver": "iowait", "weight": 0.31},
-                              {"driver": "calendar", "weight": 0.12}, {"driver": "memory", "weight": 0.05}]
-    assert doc["because"] == "own history (52 %), iowait (31 %), time of day and week (12 %)"
+    assert doc["drivers"] == [{"driver": "own", "weight": 0.52, "trend_hours": 6.0},
+                              {"driver": "iowait", "weight": 0.31, "trend_hours": -1.0},
+                              {"driver": "calendar", "weight": 0.12, "trend_hours": None},
+                              {"driver": "memory", "weight": 0.05, "trend_hours": 0.0}]
+    assert doc["because"] == ("own history (52 %, climbing for 6 h), iowait (31 %, falling for 1 h), "
+                              "time of day and week (12 %)")
     assert doc["attention_peak_lag_seconds"] == 21600.0
     assert drivers_document(fs, 1)["because"] == "own history (90 %)"  # the top one, then only >= 10 %
     [first, _] = breaches(fs)
@@ -232,6 +236,9 @@ def test_breaches_and_forecasts_say_what_drove_them() -> None:
     # Joined with a set that has none (the fallback): its rows say nothing, not zero.
     none = ForecastSet.concat([fs, ForecastSet.empty(300)], 300)
     assert none.driver_names == fs.driver_names
+    # Joined in another order, each row keeps its trends.
+    other = ForecastSet.concat([fs.take(np.array([1])), fs.take(np.array([0]))], 300)
+    assert drivers_document(other, 1) == doc
     bare = ForecastSet.concat([fs.take(np.array([0])), _fallback_row()], 300)
     assert drivers_document(bare, 1) == {"drivers": [], "because": None, "attention_peak_lag_seconds": None}
 

@@ -79,6 +79,11 @@ def test_recorded_answers_with_the_tiny_model(recorded: FakePrometheus, tiny_mod
     assert (fs.made_at == NOW).all() and (fs.origin == META["end"]).all()
     assert result.stage_seconds["query"] > 0 and result.stage_seconds["inference"] > 0
     assert result.input_staleness is not None and 0 <= result.input_staleness < 900
+    # Every signal driver (own, the host's other signals) with a weight has a trend, the other drivers none.
+    is_signal = np.array([d == "own" or d in set(fs.signals.tolist()) for d in fs.driver_names])
+    has_trend = np.isfinite(fs.driver_trend)
+    np.testing.assert_array_equal(has_trend, np.isfinite(fs.drivers) & is_signal[None, :])
+    assert set(np.abs(fs.driver_trend[has_trend]).tolist()) <= {0.0, 1.0, 3.0, 6.0, 12.0}
 
 
 def test_fallback_is_flagged_and_has_no_probability(recorded: FakePrometheus) -> None:

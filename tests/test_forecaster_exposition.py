@@ -73,11 +73,14 @@ DRIVERS = ("own", "cpu", "memory", "iowait", "calendar")
 
 
 def fixed_drivers() -> dict[str, object]:
-    """Drivers of the three series: memory driven by its own climb and iowait, cpu mostly by the time
-    of day, none for the fallback; NaN where the driver is the series' own signal."""
+    """Drivers of the three series: memory driven by its own climb (6 h) and iowait (falling for the last
+    hour), cpu mostly by the time of day, none for the fallback; NaN where the driver is the series' own
+    signal, and trends only for the signal drivers (own and the other signals) that have a weight."""
     nan = np.nan
     weights = np.array([[0.5, 0.05, nan, 0.3, 0.15], [0.25, nan, 0.05, 0.1, 0.6], [nan] * 5], dtype=np.float32)
-    return {"drivers": weights, "driver_names": DRIVERS, "attention_lag": np.array([21600.0, 0.0, nan])}
+    trend = np.array([[6.0, 0.0, nan, -1.0, nan], [0.0, nan, 3.0, 0.0, nan], [nan] * 5])
+    return {"drivers": weights, "driver_trend": trend, "driver_names": DRIVERS,
+            "attention_lag": np.array([21600.0, 0.0, nan])}
 
 
 def fixed_models() -> ModelSet:

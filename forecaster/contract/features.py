@@ -115,6 +115,86 @@ def driver_matrix(variables: list[str], signals: list[str], drivers: list[str]) 
     return out
 
 
+#: The spans (hours before the latest input) over which :func:`driver_trend_hours` judges a driver's course.
+TREND_SPANS_HOURS: tuple[int, ...] = (1, 3, 6, 12)
+#: A "level" is the mean of the observations of this many seconds (at least one step), so no single noisy
+#: point decides a trend.
+TREND_LEVEL_SECONDS = 1800
+#: A move counts only when larger than this many standard errors of a level difference (from step-to-step noise).
+TREND_NOISE_SE = 4.0
+
+
+def driver_trend_hours(values: np.ndarray, step_seconds: int) -> np.ndarray:
+    """How a driving signal has moved over its recent history: float64 [R], hours, signed.
+
+    ``values`` float [R, W] are each row's observations in the forecast's window, right-aligned (column
+    -1 = the origin), NaN where nothing was observed or before the window starts. The rule, in the
+    signal's own units relative to the window's standard deviation ``sd`` (so it is scale-free):
+
+    - the level at a time is the mean of the observations of the :data:`TREND_LEVEL_SECONDS` ending then;
+      a move between two levels counts when it exceeds ``margin`` = :data:`TREND_NOISE_SE` standard errors
+      of a level difference, the noise estimated from the step-to-step differences (median absolute
+      deviation), 0 for a clean line;
+    - the spans are :data:`TREND_SPANS_HOURS` (those of at least one step, bounded by the window: a level
+      outside it is missing); the direction is that of the shortest span's move (the last hour), 0 when it
+      does not count;
+    - the result is that direction times the longest span H such that every piece between consecutive
+      spans up to H (0-1 h, 1-3 h, 3-6 h, 6-12 h before the origin) moved that way by more than ``margin``
+      and the level moved by more than 1 ``sd`` over H. 0: steady (or no span qualifies); NaN: fewer than
+      two observations.
+
+    So +6 reads "climbing for 6 h": over the last 6 hours every piece rose and the whole rose by more than
+    one window standard deviation, while the piece before (6-12 h) did not, or the window is shorter.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError("values must be [rows, steps]")
+    R, W = x.shape
+    out = np.zeros(R)
+    if R == 0:
+        return out
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=1)
+        sd = window_scale(np.nan_to_num(np.nanstd(x, axis=1)), np.nan_to_num(mean))
+        diffs = np.diff(x, axis=1)  # NaN where either step is missing
+        med = np.nanmedian(diffs, axis=1) if W > 1 else np.full(R, np.nan)
+        mad = np.nanmedian(np.abs(diffs - med[:, None]), axis=1) if W > 1 else np.full(R, np.nan)
+    noise = np.nan_to_num(1.4826 * mad / np.sqrt(2.0))
+    q = max(1, round(TREND_LEVEL_SECONDS / step_seconds))
+    margin = TREND_NOISE_SE * noise * np.sqrt(2.0 / q)
+
+    def level(back: int) -> np.ndarray:
+        hi = W - back
+        if hi - q < 0:
+            return np.full(R, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(x[:, hi - q:hi], axis=1)
+
+    now = prev = level(0)
+    direction: np.ndarray | None = None
+    alive = np.ones(R, dtype=bool)
+    best = np.zeros(R)
+    prev_back = 0
+    for hours in TREND_SPANS_HOURS:
+        back = round(hours * 3600 / step_seconds)
+        if back < 1 or back <= prev_back:
+            continue
+        then = level(back)
+        piece = prev - then  # NaN where a level is missing: the comparisons below are then False
+        if direction is None:
+            direction = np.where(piece > margin, 1.0, np.where(piece < -margin, -1.0, 0.0))
+        with np.errstate(invalid="ignore"):
+            alive &= (direction != 0) & (direction * piece > margin)
+            best = np.where(alive & (direction * (now - then) > sd), float(hours), best)
+        prev, prev_back = then, back
+    if direction is not None:
+        out = direction * best
+    out[np.isfinite(x).sum(axis=1) < 2] = np.nan
+    return out + 0.0  # no -0.0
+
+
 @dataclass
 class WindowBatch:
     """Model inputs for B windows plus what is needed to map outputs back to units."""

@@ -34,7 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from forecaster.contract.config import HORIZON_LABELS, Config
-from forecaster.contract.features import WindowBatch, WindowRules, build_windows, first_crossing
+from forecaster.contract.features import (
+    OWN_DRIVER,
+    WindowBatch,
+    WindowRules,
+    build_windows,
+    driver_trend_hours,
+    first_crossing,
+)
 from forecaster.contract.hosts import HostIdentity
 from forecaster.contract.model import Forecast
 from forecaster.contract.panel import Panel, panel_from_range_results
@@ -345,6 +352,7 @@ class _Forecaster:
         explained = fc is not None and fc.drivers is not None and fc.attention_peak_lag is not None
         drivers = {} if not explained else {  # type: ignore[union-attr]
             "drivers": fc.drivers, "driver_names": tuple(fc.driver_names),
+            "driver_trend": self._driver_trend(inst, sig, batch, fc.drivers, tuple(fc.driver_names)),
             "attention_lag": np.where(fc.attention_peak_lag >= 0, fc.attention_peak_lag * float(self.step), np.nan)}
         q = np.nan_to_num(q, nan=np.nan, posinf=np.nan, neginf=np.nan).astype(np.float32)
         threshold = self.thresholds[sig]
@@ -364,6 +372,30 @@ class _Forecaster:
             warming_up=batch.encoder_lengths < rules.context, made_at=np.full(n, self.now),
             origin=np.full(n, origin), threshold=threshold, quantiles=q, eta=eta, probability=probs,
             hosts=self.config.hosts, planned=planned, breach_scheduled=scheduled, **drivers)
+
+    def _driver_trend(self, inst: np.ndarray, sig: np.ndarray, batch: WindowBatch, weights: np.ndarray,
+                      names: tuple[str, ...]) -> np.ndarray:
+        """How each signal driver of each row moved before the forecast: float64 [n, len(names)], signed hours
+        (forecaster.contract.features.driver_trend_hours) of ``own`` (the row's signal) and of every other signal
+        of the host, read from the panel over the same window as the forecast (its encoder length up to its
+        origin); NaN for the other drivers and where the weight is NaN (no weight series, no trend series)."""
+        n, E = len(inst), batch.encoder_cont.shape[1]
+        out = np.full((n, len(names)), np.nan)
+        if not n:
+            return out
+        T = self.panel.n_times
+        idx = batch.origins[:, None] + np.arange(-E + 1, 1)[None, :]  # [n, E], column -1 = origin
+        inside = (idx >= 0) & (idx > batch.origins[:, None] - batch.encoder_lengths[:, None])
+        sig_index = {name: j for j, name in enumerate(self.panel.signals)}
+        for c, name in enumerate(names):
+            if name != OWN_DRIVER and name not in sig_index:
+                continue  # calendar, seasonal, schedule, other: no signal to follow
+            rows = np.asarray(sig, dtype=np.int64) if name == OWN_DRIVER else np.full(n, sig_index[name])
+            values = self.panel.values[inst[:, None], rows[:, None], np.clip(idx, 0, T - 1)].astype(np.float64)
+            values[~inside] = np.nan
+            out[:, c] = driver_trend_hours(values, self.step)
+        out[~np.isfinite(weights)] = np.nan
+        return out
 
     def _planned(self, instances: np.ndarray, signals: np.ndarray, origin: float, p90: np.ndarray,
                  threshold: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

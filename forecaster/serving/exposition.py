@@ -5,7 +5,7 @@ immutable state, so a scrape never sees half a cycle and never triggers work:
 
 * :class:`ForecastCollector` - the per-series families (``tft_forecast_p10|p50|p90``,
   ``tft_breach_eta_seconds``, ``tft_breach_probability``, ``tft_forecast_model_info``,
-  ``tft_forecast_warming_up``, ``tft_forecast_driver_weight``,
+  ``tft_forecast_warming_up``, ``tft_forecast_driver_weight``, ``tft_forecast_driver_trend_seconds``,
   ``tft_forecast_attention_peak_lag_seconds``) of one :class:`~forecaster.serving.snapshot.ForecastSet`, plus the
   per-horizon ``tft_breach_probability_cutoff`` the set carries (so that the probabilities and
   their cut-offs always come from the same cycle). A fleet of
@@ -66,6 +66,11 @@ WARMING_HELP = "1 while the series has less history than the model's context (fo
 DRIVER_HELP = ("Weight of each input group in the forecast, from the TFT encoder's variable selection averaged over "
                "its input steps: own (the signal's own history), each other signal of the host, calendar, seasonal; "
                "the weights of one forecast sum to 1 (absent for the fallback).")
+DRIVER_TREND_HELP = ("How the signal of each signal driver (own, another signal of the host) moved before the "
+                     "forecast: +N climbing for N seconds, -N falling for N (N of 1, 3, 6, 12 hours: the longest "
+                     "span over which it moved more than one window standard deviation, the last hour the same "
+                     "way), 0 steady; only where tft_forecast_driver_weight is exported for a signal driver "
+                     "(see docs/OPERATIONS.md).")
 SCHEDULE_ACTIVE_HELP = ("1 while a declared window (config schedules:) of the host covers now and loads the signal, "
                         "else 0; absent where no schedule applies.")
 SCHEDULE_PLANNED_HELP = ("1 when a declared window of the host that loads the signal covers now + horizon, else 0 "
@@ -136,6 +141,9 @@ def _per_series(fs: ForecastSet) -> Iterator[tuple[str, str, str, list[tuple[str
              "1" if fs.warming_up[r] else "0") for k, r in enumerate(order)])
     yield ("tft_forecast_driver_weight", "gauge", DRIVER_HELP,
            by_row("tft_forecast_driver_weight", fs.drivers[order], "driver", list(fs.driver_names)))
+    yield ("tft_forecast_driver_trend_seconds", "gauge", DRIVER_TREND_HELP,
+           by_row("tft_forecast_driver_trend_seconds", fs.driver_trend[order] * 3600.0, "driver",
+                  list(fs.driver_names)))
     planned = fs.planned[order] if order else np.zeros((0, 1 + len(labels)))
     if np.isfinite(planned).any():  # only with declared schedules: without them the output is as before
         yield ("tft_schedule_active", "gauge", SCHEDULE_ACTIVE_HELP,

@@ -74,6 +74,10 @@ class ForecastSet:
     attention_lag: np.ndarray | None = None
     # Not per series: the names of the drivers columns (bounded: own, the signals, calendar, ...).
     driver_names: tuple[str, ...] = ()
+    # How each signal driver (own, another signal) moved before the forecast (forecaster.contract.features.
+    # driver_trend_hours): float64 [N, len(driver_names)], signed hours (+ climbing, - falling, 0 steady);
+    # NaN where the driver is no signal or has no weight. None: no trends.
+    driver_trend: np.ndarray | None = None
     # Declared windows (config ``schedules:``) of the row's host and signal: float64 [N, 1 + len(HORIZON_LABELS)],
     # 1 where one covers now, then the time of each horizon, else 0; NaN where no schedule applies.
     planned: np.ndarray | None = None
@@ -87,6 +91,8 @@ class ForecastSet:
         n = len(self.instances)
         if self.drivers is None:
             object.__setattr__(self, "drivers", np.full((n, len(self.driver_names)), np.nan, dtype=np.float32))
+        if self.driver_trend is None:
+            object.__setattr__(self, "driver_trend", np.full((n, len(self.driver_names)), np.nan))
         if self.attention_lag is None:
             object.__setattr__(self, "attention_lag", np.full(n, np.nan))
         if self.planned is None:
@@ -149,12 +155,13 @@ class ForecastSet:
             padded.append(q)
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name in _NOT_ROWS or f.name in ("quantiles", "drivers"):
+            if f.name in _NOT_ROWS or f.name in ("quantiles", "drivers", "driver_trend"):
                 continue
             values[f.name] = np.concatenate([getattr(p, f.name) for p in parts])
         names, drivers = _join_drivers(parts)
+        _, trend = _join_drivers(parts, "driver_trend")
         return cls(step_seconds=step_seconds, quantiles=np.concatenate(padded), hosts=hosts,
-                   drivers=drivers, driver_names=names,
+                   drivers=drivers, driver_trend=trend, driver_names=names,
                    **values).with_cutoffs(cut)
 
     def at_horizons(self) -> dict[str, np.ndarray]:
@@ -175,16 +182,18 @@ class ForecastSet:
 _NOT_ROWS = ("step_seconds", "cutoffs", "hosts", "driver_names")
 
 
-def _join_drivers(parts: list[ForecastSet]) -> tuple[tuple[str, ...], np.ndarray]:
-    """The drivers of several sets on the union of their names (first seen first), NaN where a
-    part has no such driver: a per-host model may know other signals than the global one."""
+def _join_drivers(parts: list[ForecastSet], what: str = "drivers") -> tuple[tuple[str, ...], np.ndarray]:
+    """The drivers (or ``what``: another per-driver array, e.g. ``driver_trend``) of several sets on the
+    union of their names (first seen first), NaN where a part has no such driver: a per-host model may
+    know other signals than the global one."""
     names = tuple(dict.fromkeys(n for p in parts for n in p.driver_names))
     col = {n: c for c, n in enumerate(names)}
-    out = np.full((sum(len(p) for p in parts), len(names)), np.nan, dtype=np.float32)
+    dtype = parts[0].drivers.dtype if what == "drivers" else np.float64  # type: ignore[union-attr]
+    out = np.full((sum(len(p) for p in parts), len(names)), np.nan, dtype=dtype)
     row = 0
     for p in parts:
         if p.driver_names:
-            out[row:row + len(p), [col[n] for n in p.driver_names]] = p.drivers
+            out[row:row + len(p), [col[n] for n in p.driver_names]] = getattr(p, what)
         row += len(p)
     return names, out
 
@@ -213,16 +222,28 @@ BECAUSE_DRIVERS = 3
 BECAUSE_MIN_WEIGHT = 0.1
 
 
+def trend_words(hours: float | None) -> str:
+    """", climbing for 6 h" / ", falling for 1 h" for a signed trend (driver_trend_hours); "" when steady or none."""
+    if hours is None or hours == 0:
+        return ""
+    return f", {'climbing' if hours > 0 else 'falling'} for {abs(hours):g} h"
+
+
 def drivers_document(fs: ForecastSet, row: int) -> dict[str, Any]:
-    """What drove one forecast: ``drivers`` (every driver with a weight, heaviest first), ``because``
-    (the top ones in words, e.g. "own history (52 %), iowait (31 %)"; null for the fallback) and
-    ``attention_peak_lag_seconds`` (how far before the origin the attention looked most)."""
+    """What drove one forecast: ``drivers`` (every driver with a weight, heaviest first, each with
+    ``trend_hours``: how its signal moved before the forecast, + climbing / - falling for that many hours,
+    0 steady, null for the drivers that are no signal), ``because`` (the top ones in words, e.g. "memory
+    (62 %, climbing for 6 h), iowait (21 %)"; null for the fallback) and ``attention_peak_lag_seconds``
+    (how far before the origin the attention looked most)."""
     weights = fs.drivers[row]
+    trend = fs.driver_trend[row]
     ok = np.flatnonzero(np.isfinite(weights))
     ranked = sorted(ok.tolist(), key=lambda c: (-float(weights[c]), fs.driver_names[c]))
-    drivers = [{"driver": fs.driver_names[c], "weight": round(float(weights[c]), 4)} for c in ranked]
+    drivers = [{"driver": fs.driver_names[c], "weight": round(float(weights[c]), 4), "trend_hours": _num(trend[c])}
+               for c in ranked]
     named = [d for k, d in enumerate(drivers[:BECAUSE_DRIVERS]) if k == 0 or d["weight"] >= BECAUSE_MIN_WEIGHT]
-    because = ", ".join(f"{DRIVER_WORDS.get(d['driver'], d['driver'])} ({d['weight'] * 100:.0f} %)" for d in named)
+    because = ", ".join(f"{DRIVER_WORDS.get(d['driver'], d['driver'])} ({d['weight'] * 100:.0f} %"
+                        f"{trend_words(d['trend_hours'])})" for d in named)
     return {"drivers": drivers, "because": because or None,
             "attention_peak_lag_seconds": _num(fs.attention_lag[row])}
 
