@@ -51,6 +51,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job", help="job label of backfilled series; must match the scrape job (default: node)")
     parser.add_argument("--scheduled-jobs", dest="scheduled_jobs", action="store_true", default=None,
                         help="add the scheduled jobs (a nightly backup, a weekly batch; docs/EXPORTER.md)")
+    parser.add_argument("--led-incidents", dest="led_incidents", action="store_true", default=None,
+                        help="add led incidents (io_led_cpu: I/O wait climbs 60-90 min before a CPU breach; "
+                             "docs/EXPORTER.md)")
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -87,7 +90,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, **extra: Any) -> ExporterSection:
     overrides = {"hosts": args.hosts, "scenario": args.scenario, "seed": args.seed, "anchor": args.anchor,
-                 "job": args.job, "scheduled_jobs": args.scheduled_jobs, **extra}
+                 "job": args.job, "scheduled_jobs": args.scheduled_jobs,
+                 "led_incidents": args.led_incidents, **extra}
     return load_exporter_config(args.config_file, overrides)
 
 
@@ -98,7 +102,8 @@ def _fleet(cfg: ExporterSection, now: float) -> Fleet:
     anchor = cfg.anchor_time(now)
     logger.info("scenario %s, seed %d, %d hosts, anchor %s (%d)", cfg.scenario, cfg.seed, cfg.hosts, iso(anchor),
                 anchor)
-    return Fleet(cfg.hosts, seed=cfg.seed, scenario=cfg.scenario, anchor=anchor, jobs=cfg.scheduled_jobs)
+    return Fleet(cfg.hosts, seed=cfg.seed, scenario=cfg.scenario, anchor=anchor, jobs=cfg.scheduled_jobs,
+                 led=cfg.led_incidents)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -84,6 +84,9 @@ class ExporterSection(BaseModel):
     job: str = Field(default=DEFAULT_JOB, min_length=1)
     #: Scheduled jobs (exporter.jobs: a nightly backup, a weekly batch) on top of the scenario.
     scheduled_jobs: bool = False
+    #: Led incidents (exporter.incidents.LED_KINDS: an I/O-wait climb 60-90 min ahead of a CPU breach)
+    #: in history slots the scenario leaves empty. Off by default: the fleet is then unchanged.
+    led_incidents: bool = False
 
     @field_validator("anchor")
     @classmethod
@@ -108,7 +111,7 @@ class ExporterSection(BaseModel):
 #: The command-line flag that overrides each field, to name it in error messages.
 FLAGS: dict[str, str] = {"hosts": "--hosts", "scenario": "--scenario", "seed": "--seed",
                          "anchor": "--scenario.anchor", "listen_address": "--web.listen-address", "job": "--job",
-                         "scheduled_jobs": "--scheduled-jobs"}
+                         "scheduled_jobs": "--scheduled-jobs", "led_incidents": "--led-incidents"}
 
 
 def _format_error(source: str, exc: ValidationError, from_flags: set[str]) -> str:

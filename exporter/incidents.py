@@ -76,6 +76,28 @@ KINDS: dict[str, Kind] = {
 }
 KIND_NAMES: tuple[str, ...] = tuple(sorted(KINDS))
 
+#: Led incidents (``led_incidents``, off by default): one signal of the host leads the breached one.
+#: ``io_led_cpu``: I/O wait climbs to 0.14-0.22 (well above its normal 0.005-0.05, below its 0.3
+#: threshold) and stays there for 60-90 minutes while tasks stall on the disk (CPU busy share sags by
+#: a third), then the backlog is worked off and CPU saturates over ``_LED_CPU_RAMP`` (the breach). Its
+#: ``ramp`` runs from the start of the I/O climb to the CPU target; ``aux`` is the I/O wait level.
+#: Kept apart from ``KINDS`` so that with the option off nothing (not even the kinds exposed on
+#: ``tft_sim_incident_active``) changes.
+LED_KINDS: dict[str, Kind] = {
+    "io_led_cpu": Kind("cpu", (60 * MINUTE + 10 * MINUTE + 25 * MINUTE, 90 * MINUTE + 10 * MINUTE + 25 * MINUTE),
+                       (25 * MINUTE, 50 * MINUTE), (15 * MINUTE, 30 * MINUTE), (0.93, 0.95)),
+}
+LED_KIND_NAMES: tuple[str, ...] = tuple(sorted(LED_KINDS))
+#: The signal that leads each led kind (recorded in the ground truth as ``leading``).
+LEADING: dict[str, str] = {"io_led_cpu": "iowait"}
+#: Probability that a history slot without an incident gets a led one (when they are on).
+LED_RATE = 0.45
+_LED_IO_RISE = 10 * MINUTE
+_LED_CPU_RAMP = 25 * MINUTE
+_LED_IO_LEVEL = (0.14, 0.22)
+_LED_BUSY_SAG = 1 / 3
+_ALL_KINDS: dict[str, Kind] = {**KINDS, **LED_KINDS}
+
 #: Ramp ranges of the scripted early incidents: long enough to be visible at the anchor, even
 #: after ``critical`` shortens them.
 _SCRIPTED_RAMP = {"memory_leak": (3 * HOUR, 6 * HOUR), "disk_fill": (6 * HOUR, 10 * HOUR),
@@ -102,7 +124,7 @@ class Incident:
     ``ramp_start -> ramp_end``: the signal drifts towards ``level``; ``ramp_end -> peak_end``:
     it stays there (breach); ``peak_end -> end``: recovery (OOM drop, cleanup, calming down).
     ``aux`` is a kind-specific extra: the post-OOM memory level for a leak, the CPU busy level
-    during an I/O-wait storm.
+    during an I/O-wait storm, the leading I/O-wait level of an ``io_led_cpu``.
     """
 
     instance: str
@@ -117,7 +139,12 @@ class Incident:
 
     @property
     def signal(self) -> str:
-        return KINDS[self.kind].signal
+        return _ALL_KINDS[self.kind].signal
+
+    @property
+    def leading(self) -> str | None:
+        """The signal that leads a led incident (``io_led_cpu``: iowait); None for the others."""
+        return LEADING.get(self.kind)
 
     @property
     def threshold(self) -> float:
@@ -144,6 +171,8 @@ def _make(spec: HostSpec, kind: str, ramp_start: float, ramp: float, plateau: fl
         aux = max(0.12, spec.memory.c - (0.15 + 0.15 * u_aux))
     elif kind == "iowait_storm":
         aux = 0.25 + 0.1 * u_aux
+    elif kind == "io_led_cpu":
+        aux = _lerp(_LED_IO_LEVEL, u_aux)
     else:
         aux = 0.0
     return Incident(spec.name, kind, r0, r1, p1, end, float(level), float(aux), scripted)
@@ -160,6 +189,26 @@ def slot_incident(spec: HostSpec, scenario: str, anchor: float, slot: int) -> In
     kind = _choose(spec.profile.incident_mix, float(u[1]))
     k = KINDS[kind]
     ramp = _lerp(k.ramp, float(u[2])) * _RAMP_FACTOR[scenario]
+    plateau, recovery = _lerp(k.plateau, float(u[3])), _lerp(k.recovery, float(u[4]))
+    lo = anchor + slot * SLOT_SECONDS + HOUR
+    hi = anchor + (slot + 1) * SLOT_SECONDS - HOUR - (ramp + plateau + recovery)
+    start = lo + float(u[6]) * (hi - lo)
+    return _make(spec, kind, start, ramp, plateau, recovery, _lerp(k.level, float(u[5])), float(u[7]), False)
+
+
+def led_slot_incident(spec: HostSpec, scenario: str, anchor: float, slot: int) -> Incident | None:
+    """The led incident of a history slot that :func:`slot_incident` left empty, if any.
+
+    Drawn from a stream of its own, ``(seed, host, "led", slot)``, so the other incidents stay as
+    they are; none in ``healthy``. Call it only for slots without an incident."""
+    if _RATE[scenario] == 0.0:
+        return None
+    u = rng_for(spec.seed, spec.name, "led", slot).random(8)
+    if u[0] >= LED_RATE:
+        return None
+    kind = LED_KIND_NAMES[int(u[1] * len(LED_KIND_NAMES)) % len(LED_KIND_NAMES)]
+    k = LED_KINDS[kind]
+    ramp = _lerp(k.ramp, float(u[2]))  # the lead is the point: ``critical`` does not shorten it
     plateau, recovery = _lerp(k.plateau, float(u[3])), _lerp(k.recovery, float(u[4]))
     lo = anchor + slot * SLOT_SECONDS + HOUR
     hi = anchor + (slot + 1) * SLOT_SECONDS - HOUR - (ramp + plateau + recovery)
@@ -247,6 +296,21 @@ def incident_effects(spec: HostSpec, inc: Incident) -> dict[str, list[Segment]]:
     if inc.kind == "network_saturation":
         return {"network": _trapezoid(inc, _target(inc, inc.level, 0.01) - spec.network),
                 "cpu": _trapezoid(inc, SinSum.const(_NET_SAT_CPU_EXTRA))}
+    if inc.kind == "io_led_cpu":
+        io_top, cpu_start = inc.ramp_start + _LED_IO_RISE, inc.ramp_end - _LED_CPU_RAMP
+        io = SinSum.const(inc.aux) - spec.iowait
+        sag = spec.cpu.scaled(-_LED_BUSY_SAG)
+        # At the CPU target busy + iowait (what the cpu PromQL counts) is ``level``.
+        sat = _target(inc, inc.level, 0.008) - spec.cpu - SinSum.const(inc.aux)
+        return {"iowait": [Segment(inc.ramp_start, io_top, 0.0, 1.0, io),
+                           Segment(io_top, inc.peak_end, 1.0, 1.0, io),
+                           Segment(inc.peak_end, inc.end, 1.0, 0.0, io)],
+                "cpu": [Segment(inc.ramp_start, io_top, 0.0, 1.0, sag),
+                        Segment(io_top, cpu_start, 1.0, 1.0, sag),
+                        Segment(cpu_start, inc.ramp_end, 1.0, 0.0, sag),
+                        Segment(cpu_start, inc.ramp_end, 0.0, 1.0, sat),
+                        Segment(inc.ramp_end, inc.peak_end, 1.0, 1.0, sat),
+                        Segment(inc.peak_end, inc.end, 1.0, 0.0, sat)]}
     if inc.kind == "memory_leak":
         q = _target(inc, inc.level, 0.005) - spec.memory
         return {"memory": [Segment(inc.ramp_start, inc.ramp_end, 0.0, 1.0, q),
@@ -288,6 +352,7 @@ class IncidentRecord:
     breach_end: float | None
     end: float
     peak: float
+    leading: str | None = None  # led incidents (io_led_cpu): the signal that leads the breached one
 
     def active(self, t: float) -> bool:
         return self.breach_start is not None and self.breach_end is not None and \
@@ -301,6 +366,7 @@ class IncidentRecord:
             "breach_start": iso(self.breach_start) if self.breach_start is not None else None,
             "breach_end": iso(self.breach_end) if self.breach_end is not None else None,
             "end": iso(self.end), "peak": round(self.peak, 4),
+            **({} if self.leading is None else {"leading": self.leading}),
         }
 
 

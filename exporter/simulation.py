@@ -23,6 +23,7 @@ from exporter.incidents import (
     HISTORY_SLOTS,
     KIND_NAMES,
     KINDS,
+    LED_KIND_NAMES,
     SLOT_SECONDS,
     THRESHOLDS,
     Incident,
@@ -30,6 +31,7 @@ from exporter.incidents import (
     ScriptedPlan,
     check_scenario,
     incident_effects,
+    led_slot_incident,
     plan_incident,
     scripted_plans,
     slot_incident,
@@ -114,10 +116,13 @@ class Channel:
 class HostModel:
     """One simulated host under a scenario and anchor. Thread-safe; cheap to query at any time."""
 
-    def __init__(self, seed: int, name: str, scenario: str, anchor: float, jobs: bool = False) -> None:
+    def __init__(self, seed: int, name: str, scenario: str, anchor: float, jobs: bool = False,
+                 led: bool = False) -> None:
         check_scenario(scenario)
         self.seed, self.name, self.scenario, self.anchor = seed, name, scenario, float(anchor)
         self.jobs = jobs  # scheduled jobs (exporter.jobs) on top of the scenario
+        self.led = led  # led incidents (io_led_cpu) in history slots the scenario left empty
+        self.kind_names: tuple[str, ...] = KIND_NAMES + (LED_KIND_NAMES if led else ())
         self._job_runs: tuple[JobRun, ...] = ()
         self.spec: HostSpec = host_spec(seed, name)
         # Boot before the oldest possible history incident, so counters never see a reset.
@@ -163,6 +168,8 @@ class HostModel:
             if slot in self._quiet_slots:
                 continue
             inc = slot_incident(self.spec, self.scenario, self.anchor, slot)
+            if inc is None and self.led:
+                inc = led_slot_incident(self.spec, self.scenario, self.anchor, slot)
             if inc is not None:
                 self._slot_incidents.append(inc)
         incidents = tuple(sorted([*self._slot_incidents, *self._scripted], key=lambda i: i.ramp_start))
@@ -241,7 +248,7 @@ class HostModel:
         if rec is None:
             start, end, peak = self._measure(self._ensure(inc.end + DAY), inc)
             rec = IncidentRecord(inc.instance, self.profile, inc.kind, inc.signal, inc.threshold, inc.scripted,
-                                 inc.ramp_start, start, end, inc.end, peak)
+                                 inc.ramp_start, start, end, inc.end, peak, inc.leading)
             self._records[key] = rec
         return rec
 
@@ -250,7 +257,7 @@ class HostModel:
 
     def incident_active(self, t: np.ndarray) -> dict[str, np.ndarray]:
         """Per kind, 1.0 where an incident of that kind is in breach at ``t``, else 0.0."""
-        out = {kind: np.zeros(t.shape) for kind in KIND_NAMES}
+        out = {kind: np.zeros(t.shape) for kind in self.kind_names}
         for rec in self.records(float(t.min()), float(t.max())):
             if rec.breach_start is not None and rec.breach_end is not None:
                 out[rec.kind][(t >= rec.breach_start) & (t < rec.breach_end)] = 1.0
@@ -386,7 +393,7 @@ class HostModel:
             out["node_uname_info"] = [(uname, ones.copy())]
         if "tft_sim_incident_active" in want:
             active = self.incident_active(t)
-            out["tft_sim_incident_active"] = [((("kind", k),), active[k]) for k in KIND_NAMES]
+            out["tft_sim_incident_active"] = [((("kind", k),), active[k]) for k in self.kind_names]
         return out
 
 
@@ -431,7 +438,7 @@ class Fleet:
     """The simulated hosts of one run: names, models (built lazily) and fleet-wide helpers."""
 
     def __init__(self, hosts: int | Sequence[str] = 20, *, seed: int = 42, scenario: str = "degrading",
-                 anchor: float, jobs: bool = False) -> None:
+                 anchor: float, jobs: bool = False, led: bool = False) -> None:
         check_scenario(scenario)
         if isinstance(hosts, int):
             if hosts < 1:
@@ -444,6 +451,7 @@ class Fleet:
         self.names: tuple[str, ...] = tuple(names)
         self.seed, self.scenario, self.anchor = seed, scenario, float(anchor)
         self.jobs = jobs
+        self.led = led  # led incidents (exporter.incidents.LED_KINDS), off by default
         self._models: dict[str, HostModel] = {}
         self._lock = threading.Lock()
 
@@ -464,7 +472,7 @@ class Fleet:
             with self._lock:
                 model = self._models.get(name)
                 if model is None:
-                    model = HostModel(self.seed, name, self.scenario, self.anchor, self.jobs)
+                    model = HostModel(self.seed, name, self.scenario, self.anchor, self.jobs, self.led)
                     self._models[name] = model
         return model
 

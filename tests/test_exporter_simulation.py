@@ -201,3 +201,69 @@ def test_package_imports_no_other_component_and_nothing_heavy() -> None:
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+def test_led_incidents_are_off_by_default_and_change_nothing_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    import exporter.simulation as simulation
+    from exporter.config import ExporterSection
+    from exporter.incidents import LED_KIND_NAMES
+
+    assert ExporterSection().led_incidents is False
+    default = Fleet(8, seed=42, scenario="degrading", anchor=ANCHOR)
+    assert default.led is False
+    t = grid(ANCHOR - 20 * DAY, ANCHOR + DAY, 997.0)
+    before = {h: default.model(h).series(t) for h in ("web-01", "db-02", "batch-07")}
+    before_records = [r.to_json() for r in default.incidents(ANCHOR - 20 * DAY, ANCHOR + DAY)]
+
+    def never(*_: object) -> None:
+        raise AssertionError("the led schedule was consulted with the option off")
+
+    # The code path with the option off never reaches the led schedule: same series, same records.
+    monkeypatch.setattr(simulation, "led_slot_incident", never)
+    off = Fleet(8, seed=42, scenario="degrading", anchor=ANCHOR, led=False)
+    for h, series in before.items():
+        again = off.model(h).series(t)
+        assert again.keys() == series.keys()
+        for family, values in series.items():
+            assert [labels for labels, _ in again[family]] == [labels for labels, _ in values]
+            for (_, a), (_, b) in zip(again[family], values, strict=True):
+                assert a.tobytes() == b.tobytes(), family
+    assert [r.to_json() for r in off.incidents(ANCHOR - 20 * DAY, ANCHOR + DAY)] == before_records
+    assert all("leading" not in r for r in before_records)
+    kinds = {dict(labels)["kind"] for labels, _ in before["web-01"]["tft_sim_incident_active"]}
+    assert kinds == set(KIND_NAMES) and not kinds & set(LED_KIND_NAMES)
+
+
+def test_led_incidents_are_deterministic_and_iowait_leads_the_cpu_breach() -> None:
+    from exporter.cli import _config, build_parser
+
+    assert _config(build_parser("incidents").parse_args(["--led-incidents"])).led_incidents is True
+    start, end = ANCHOR - 30 * DAY, ANCHOR
+    on = Fleet(12, seed=3, scenario="degrading", anchor=ANCHOR, led=True)
+    again = Fleet(12, seed=3, scenario="degrading", anchor=ANCHOR, led=True)
+    off = Fleet(12, seed=3, scenario="degrading", anchor=ANCHOR)
+    records = on.incidents(start, end)
+    assert [r.to_json() for r in records] == [r.to_json() for r in again.incidents(start, end)]
+    led = [r for r in records if r.kind == "io_led_cpu"]
+    assert len(led) >= 10
+    # The scenario's own incidents are untouched; led ones only fill slots it left empty.
+    assert [(r.instance, r.kind, r.ramp_start) for r in records if r.kind != "io_led_cpu"] == \
+        [(r.instance, r.kind, r.ramp_start) for r in off.incidents(start, end)]
+    for rec in led:
+        doc = rec.to_json()
+        assert doc["signal"] == "cpu" and doc["leading"] == "iowait" and doc["kind"] == "io_led_cpu"
+        assert rec.breach_start is not None and rec.breach_end is not None
+        assert 90 * 60 <= rec.breach_start - rec.ramp_start <= 130 * 60
+        m, m2, base = on.model(rec.instance), again.model(rec.instance), off.model(rec.instance)
+        # I/O wait is well above normal for the 60 minutes before the breach, below its own threshold.
+        lead = grid(rec.breach_start - 65 * 60, rec.breach_start - 5 * 60)
+        a, b, c = m.signals(lead), m2.signals(lead), base.signals(lead)
+        for s in a:
+            np.testing.assert_array_equal(a[s], b[s])
+        assert (a["iowait"] >= 0.12).all() and (a["iowait"] < THRESHOLDS["iowait"]).all()
+        assert (a["iowait"] > c["iowait"] + 0.06).all()  # normal is 0.005-0.07
+        assert a["cpu"][:30].max() < 0.8  # cpu has not begun its saturation an hour ahead
+        assert m.signals(np.array([rec.breach_start]))["cpu"][0] > THRESHOLDS["cpu"]
+        active = m.incident_active(np.array([rec.breach_start]))
+        assert active["io_led_cpu"][0] == 1.0
+        assert len(m.series(np.array([rec.breach_start]))["tft_sim_incident_active"]) == len(KIND_NAMES) + 1
