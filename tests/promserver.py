@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import requests
 import yaml
@@ -22,6 +23,44 @@ def free_port() -> int:
 
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
+
+
+def launch(name: str, args: list[str], log_path: Path, ready_url: str,
+           timeout: float) -> tuple[subprocess.Popen, IO[bytes]]:
+    """Start ``args`` in a session of its own, output appended to ``log_path``; wait until
+    ``ready_url`` answers 200. The process and its open log, or RuntimeError with the log's tail."""
+    log = open(log_path, "ab")  # noqa: SIM115 - closed by stop_process()
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            stop_process(proc, log)
+            raise RuntimeError(f"{name} exited early:\n{log_tail(log_path)}")
+        try:
+            if requests.get(ready_url, timeout=1).status_code == 200:
+                return proc, log
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    stop_process(proc, log)
+    raise RuntimeError(f"{name} not ready after {timeout}s:\n{log_tail(log_path)}")
+
+
+def stop_process(proc: subprocess.Popen | None, log: IO[bytes] | None) -> None:
+    """Terminate (then kill the session of) a process from :func:`launch`, and close its log."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=5)
+    if log is not None:
+        log.close()
+
+
+def log_tail(path: Path, n: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
 
 @dataclass
@@ -62,47 +101,25 @@ class PrometheusServer:
         self.data_dir.mkdir(exist_ok=True)
         self.port = self.port or free_port()
         config = self.write_config()
-        log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.proc, self._log = launch(
+            "prometheus",
             [binary, f"--config.file={config}", f"--storage.tsdb.path={self.data_dir}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=400d",
              "--web.enable-lifecycle", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self._log = log
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited early:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"prometheus not ready after {timeout}s:\n{self.log_tail()}")
+            self.workdir / "prometheus.log", f"{self.url}/-/ready", timeout)
+        return self
 
     def reload(self) -> None:
         self.write_config()
         requests.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
 
     def log_tail(self, n: int = 30) -> str:
-        path = self.workdir / "prometheus.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+        return log_tail(self.workdir / "prometheus.log", n)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, getattr(self, "_log", None))
         self.proc = None
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
-            self._log = None
+        self._log = None
 
     def query(self, expr: str, time_s: float | None = None) -> list[dict]:
         params: dict[str, str] = {"query": expr}

@@ -13,7 +13,6 @@ that a test sees a sample scraped a second ago. The forecaster's own client send
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from tests.promserver import free_port
+from tests.promserver import free_port, launch, log_tail, stop_process
 
 #: Long enough for any backfilled history (the default, one month, would drop older imports).
 RETENTION = "400d"
@@ -72,38 +71,16 @@ class VictoriaMetricsServer:
                 f"-retentionPeriod={RETENTION}", "-loggerLevel=WARN", *self.extra_args]
         if self.scrape_configs:
             args.append(f"-promscrape.config={self.write_config()}")
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._log = log
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"victoria-metrics exited early:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"victoria-metrics not ready after {timeout}s:\n{self.log_tail()}")
+        self.proc, self._log = launch("victoria-metrics", args, self.log_path, f"{self.url}/health", timeout)
+        return self
 
     def log_tail(self, n: int = 30) -> str:
-        path = self.log_path
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+        return log_tail(self.log_path, n)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, getattr(self, "_log", None))
         self.proc = None
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
-            self._log = None
+        self._log = None
 
     def import_text(self, *paths: Path) -> None:
         """Import Prometheus/OpenMetrics exposition text with timestamps, then make it searchable."""

@@ -143,6 +143,27 @@ def _vsn_supported(vsn: Any, x_reals: list[str]) -> bool:
     return len(shapes) == 1
 
 
+def static_contexts(net: Any, encoder_cat: torch.Tensor, enc_cont: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The static embedding and the variable-selection context, per series, through the library's modules.
+
+    Static inputs are the same at every step, so only the first encoder step is embedded (the
+    library embeds every step and reads the first). Shared by the inference and the training forward.
+    """
+    x_reals = list(net.hparams.x_reals)
+    input_vectors = net.input_embeddings(encoder_cat[:, :1])
+    static: dict[str, torch.Tensor] = {}
+    for name in net.static_variables:
+        if name in input_vectors:
+            static[name] = input_vectors[name][:, 0]
+        else:
+            static[name] = enc_cont[:, 0, x_reals.index(name)].unsqueeze(-1)
+    if static:
+        static_embedding, _ = net.static_variable_selection(static)
+    else:
+        static_embedding = enc_cont.new_zeros((enc_cont.shape[0], net.hparams.hidden_size))
+    return static_embedding, net.static_context_variable_selection(static_embedding)
+
+
 def supports(network: nn.Module) -> bool:
     """True when ``network`` has the structure :class:`FastTFT` reproduces exactly."""
     try:
@@ -339,21 +360,7 @@ class FastTFT(nn.Module):
         D = dec_cont.shape[1]
         T = E + D
 
-        # Static selection and contexts: per series, cheap; the library's modules.
-        x_cat = torch.cat([x["encoder_cat"][:, :E], x["decoder_cat"]], dim=1)
-        input_vectors = net.input_embeddings(x_cat)
-        x_reals = list(net.hparams.x_reals)
-        static: dict[str, torch.Tensor] = {}
-        for name in net.static_variables:
-            if name in input_vectors:
-                static[name] = input_vectors[name][:, 0]
-            else:
-                static[name] = enc_cont[:, 0, x_reals.index(name)].unsqueeze(-1)
-        if static:
-            static_embedding, _ = net.static_variable_selection(static)
-        else:
-            static_embedding = torch.zeros((enc_cont.shape[0], net.hparams.hidden_size), dtype=enc_cont.dtype)
-        ctx_select = net.static_context_variable_selection(static_embedding)
+        static_embedding, ctx_select = static_contexts(net, x["encoder_cat"], enc_cont)
 
         emb_enc, enc_weights = _vsn(self._enc, enc_cont[..., self._enc.columns], ctx_select)
         emb_dec, _ = _vsn(self._dec, dec_cont[..., self._dec.columns], ctx_select)

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forecaster.contract.fastpath import _interp_matrix, supports
+from forecaster.contract.fastpath import _interp_matrix, static_contexts, supports
 
 log = logging.getLogger(__name__)
 
@@ -502,20 +502,7 @@ def train_forward(network: nn.Module, x: dict[str, torch.Tensor]) -> torch.Tenso
     T = E + D
     x_reals = list(net.hparams.x_reals)
 
-    # Static selection and contexts: per series, the library's modules on the first step only.
-    first_cat = x["encoder_cat"][:, :1]
-    input_vectors = net.input_embeddings(first_cat)
-    static: dict[str, torch.Tensor] = {}
-    for name in net.static_variables:
-        if name in input_vectors:
-            static[name] = input_vectors[name][:, 0]
-        else:
-            static[name] = enc_cont[:, 0, x_reals.index(name)].unsqueeze(-1)
-    if static:
-        static_embedding, _ = net.static_variable_selection(static)
-    else:
-        static_embedding = enc_cont.new_zeros((N, net.hparams.hidden_size))
-    ctx_select = net.static_context_variable_selection(static_embedding)
+    static_embedding, ctx_select = static_contexts(net, x["encoder_cat"], enc_cont)
 
     enc_w = _LiveVSN(net.encoder_variable_selection, x_reals)
     dec_w = _LiveVSN(net.decoder_variable_selection, x_reals)

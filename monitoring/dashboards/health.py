@@ -48,6 +48,12 @@ from monitoring.rules import FLEET_ABS_ERROR, FLEET_COVERAGE, FLEET_NAIVE, RELAT
 from monitoring.settings import SETTINGS
 
 
+def state_defaults(one_is_good: bool) -> dict:
+    """Field defaults of a 0/1 state over time (up, fallback): filled, coloured by the state."""
+    zero, one = ("red", "green") if one_is_good else ("green", "red")
+    return ts_defaults(unit="none", min_=0, max_=1, fill=30, steps=thresholds((None, zero), (1, one))) | {
+        "decimals": 0, "color": {"mode": "thresholds"}}
+
 def health_dashboard(signals: tuple[Signal, ...] = DEFAULT_SIGNALS) -> dict[str, Any]:
     # The forecaster's own series: selected as the alert rules select them (forecaster_selector), in the
     # chosen cluster. Series recorded by the rules, and the trainer's, by cluster only.
@@ -119,8 +125,7 @@ def health_dashboard(signals: tuple[Signal, ...] = DEFAULT_SIGNALS) -> dict[str,
                   [target(f"tft_model_fallback{{{f}}}", legend="{{instance}}")],
                   "1 while a forecaster serves the flagged seasonal-naive fallback instead of a trained model "
                   f"(TFTModelFallback fires after {SETTINGS.fallback_for}).",
-                  defaults=ts_defaults(unit="none", min_=0, max_=1, fill=30, steps=thresholds(
-                      (None, "green"), (1, "red"))) | {"decimals": 0, "color": {"mode": "thresholds"}},
+                  defaults=state_defaults(one_is_good=False),
                   options=ts_options()), 12, 7)
 
     lay.row(20, "Live forecast accuracy")
@@ -211,8 +216,7 @@ def health_dashboard(signals: tuple[Signal, ...] = DEFAULT_SIGNALS) -> dict[str,
                   [target(f"up{{{f}}}", legend="{{instance}}")],
                   "1 while Prometheus scrapes the forecaster target; TFTForecasterDown fires after "
                   f"{SETTINGS.down_for} at 0, or with no forecaster target at all (then no line here).",
-                  defaults=ts_defaults(unit="none", min_=0, max_=1, fill=30, steps=thresholds(
-                      (None, "red"), (1, "green"))) | {"decimals": 0, "color": {"mode": "thresholds"}},
+                  defaults=state_defaults(one_is_good=True),
                   options=ts_options()), 12, 8)
     lay.add(panel(PANEL_HEALTH_CYCLES_HISTORY, "timeseries", "Time since last successful cycle",
                   [target(f"time() - tft_forecaster_last_success_timestamp_seconds{{{f}}}", legend="{{instance}}")],
