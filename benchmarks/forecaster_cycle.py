@@ -2,13 +2,16 @@
 
     python3 benchmarks/forecaster_cycle.py                 # 100, 1,000 and 5,000 hosts x 4 signals
     python3 benchmarks/forecaster_cycle.py --hosts 1000    # one size
-    python3 benchmarks/forecaster_cycle.py --hosts 1000 --seasonal-days 7   # a model reading 8 days per series
+    python3 benchmarks/forecaster_cycle.py --hosts 1000 --seasonal-days 7   # + a week in hourly buckets
+    python3 benchmarks/forecaster_cycle.py --hosts 1000 --seasonal-days 7 --bucket-seconds 0  # 8 days at 5 min
     python3 benchmarks/forecaster_cycle.py --hosts 5000 --shard.count 2     # shard 0 of 2 (docs/OPERATIONS.md)
 
 Each size runs in a fresh subprocess, so peak RSS (``resource.getrusage``) is that size's own.
 Prometheus is ``devkit/fakeprom.py`` serving pre-rendered ``query_range`` JSON over real HTTP
 (288 points per series at 300 s), so the query stage includes transfer, JSON decoding and
-parsing as against a real Prometheus, but not Prometheus's own evaluation time. The model is
+parsing as against a real Prometheus, but not Prometheus's own evaluation time (with
+``--seasonal-days``, the hourly bucket queries of forecaster/contract/seasonal.py are answered
+the same way, 2 x 24 points per series and day). The model is
 the registry's ``latest`` when ``--model.dir`` holds one, else a default-size TFT (hidden 32,
 8 heads, 288 + 96 steps) with random weights, saved and loaded through a registry like a real
 one: speed does not depend on the weights. Two cycles run; the table shows the second (the
@@ -53,30 +56,33 @@ def _matrix_body(hosts: int, start: float, end: float, step: int, signal: int) -
     return ('{"status":"success","data":{"resultType":"matrix","result":[' + ",".join(parts) + "]}}").encode()
 
 
-def _registry(tmp: Path, model_dir: Path | None, seasonal_days: int) -> Path:
+def _registry(tmp: Path, model_dir: Path | None, seasonal_days: int, bucket_seconds: int) -> Path:
     if model_dir is not None:
         return model_dir
     from forecaster.contract.model import ForecastModel, ModelSpec, build_network
     from forecaster.contract.registry import Registry
 
-    spec = ModelSpec(signals=list(SIGNALS), seasonal_days=seasonal_days)
+    spec = ModelSpec(signals=list(SIGNALS), seasonal_days=seasonal_days,
+                     seasonal_bucket_seconds=bucket_seconds if seasonal_days else 0)
     registry = Registry(tmp / "registry")
     version = registry.add(ForecastModel(spec, build_network(spec), metadata={"trained_at": "2025-01-01T00:00:00Z"}))
     registry.promote(version)
     return registry.root
 
 
-def run_one(hosts: int, model_dir: Path | None, seasonal_days: int, shards: int = 1) -> dict[str, float]:
+def run_one(hosts: int, model_dir: Path | None, seasonal_days: int, shards: int = 1,
+            bucket_seconds: int = 3600) -> dict[str, float]:
     import requests
 
     from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
     from forecaster.contract.config import DEFAULT_SIGNALS, parse_config
-    from forecaster.serving.cycle import query_window
+    from forecaster.contract.seasonal import bucket_queries
+    from forecaster.serving.cycle import bucket_range, query_window
     from forecaster.serving.service import start
     from forecaster.serving.store import ModelStore
 
     tmp = Path(tempfile.mkdtemp(prefix="fcbench-"))
-    root = _registry(tmp, model_dir, seasonal_days)
+    root = _registry(tmp, model_dir, seasonal_days, bucket_seconds)
     config = parse_config({"forecaster": {"registry_dir": str(root), "interval_seconds": 300}})
     store = ModelStore(root, step_seconds=config.model.step_seconds, signals=list(SIGNALS))
     store.refresh()
@@ -84,6 +90,13 @@ def run_one(hosts: int, model_dir: Path | None, seasonal_days: int, shards: int 
     end = NOW // step * step
     start_t = end - (context - 1) * step
     bodies = {s.query: _matrix_body(hosts, start_t, end, step, j) for j, s in enumerate(DEFAULT_SIGNALS)}
+    spec = store.current().loaded()[0].model.spec
+    if spec.seasonal_days and spec.seasonal_bucket_seconds:  # the coarse queries of the cycle, same range
+        width = spec.seasonal_bucket_seconds
+        first, last = bucket_range(start_t, end, spec.seasonal_days, spec.horizon_steps * step, width)
+        for j, s in enumerate(DEFAULT_SIGNALS):
+            for expr in bucket_queries(s.query, width, step, (s.min, s.max)):
+                bodies[expr] = _matrix_body(hosts, first, last, width, j)
     with FakePrometheus() as fake:
         fake.always(QUERY_RANGE, lambda rec: Reply(200, bodies[rec.params["query"]],
                                                    {"Content-Type": "application/json"}))
@@ -119,17 +132,20 @@ def main() -> int:
     p.add_argument("--model.dir", dest="model_dir", type=Path, default=None)
     p.add_argument("--seasonal-days", type=int, default=0,
                    help="random-weights model only: days of same-time inputs (more history per query)")
+    p.add_argument("--bucket-seconds", type=int, default=3600,
+                   help="with --seasonal-days: bucket width of the same-time inputs (0: every step's value)")
     p.add_argument("--shard.count", dest="shards", type=int, default=1,
                    help="run as shard 0 of this many (the fleet is still queried whole)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.hosts[0], args.model_dir, args.seasonal_days, args.shards)))
+        print(json.dumps(run_one(args.hosts[0], args.model_dir, args.seasonal_days, args.shards,
+                                 args.bucket_seconds)))
         return 0
     rows = []
     for n in args.hosts:
         cmd = [sys.executable, __file__, "--child", "--hosts", str(n), "--seasonal-days", str(args.seasonal_days),
-               "--shard.count", str(args.shards)]
+               "--shard.count", str(args.shards), "--bucket-seconds", str(args.bucket_seconds)]
         if args.model_dir:
             cmd += ["--model.dir", str(args.model_dir)]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the real imports stay inside the functions: torch takes sec
     from forecaster.contract.model import ModelSpec
     from forecaster.contract.panel import Panel
     from forecaster.contract.registry import Registry
+    from trainer.history import History
     from trainer.launch import LaunchRank
     from trainer.training import TrainSettings
 
@@ -249,7 +250,8 @@ def _spec(config: Config, signals: list[str]) -> ModelSpec:
                      step_seconds=m.step_seconds, hidden_size=m.hidden_size,
                      attention_heads=m.attention_heads, hidden_continuous_size=m.hidden_continuous_size,
                      dropout=m.dropout, min_history_steps=m.min_history_steps,
-                     seasonal_days=m.seasonal_days, schedules=bool(config.schedules), center=m.center)
+                     seasonal_days=m.seasonal_days, schedules=bool(config.schedules), center=m.center,
+                     seasonal_bucket_seconds=m.seasonal_bucket_seconds if m.seasonal_days else 0)
 
 
 def _history_config(args: argparse.Namespace) -> Config | None:
@@ -381,9 +383,10 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
     from trainer.training import train_model
 
     torch.set_num_threads(config.trainer.torch_threads)
-    panel = _read_history(config)
-    if panel is None:
+    history = _read_history(config)
+    if history is None:
         return EXIT_NO_DATA, None, None
+    panel = history.panel
 
     signals = [s.name for s in config.signals]
     thresholds = {s.name: s.threshold for s in config.signals}
@@ -391,8 +394,10 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
     holdout = _holdout_steps(panel, spec, config)
     if holdout is None:
         return EXIT_NO_DATA, None, None
-    settings = _settings(args, config, config.trainer.time_budget_minutes)
-    rules = spec.window_rules(schedules=config.schedule_set)
+    # The declared windows with the query schedules' runs over this history (trainer/history.py).
+    settings = dataclasses.replace(_settings(args, config, config.trainer.time_budget_minutes),
+                                   schedules=history.schedules)
+    rules = spec.window_rules(schedules=history.schedules)
 
     jobs = [(GLOBAL_SCOPE, panel)]
     if args.per_server:
@@ -472,7 +477,8 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
 # The fields of a spec that decide the network's parameter shapes and what they mean: weights carry
 # over only between networks that agree on all of them.
 _SHAPE_FIELDS = ("signals", "context_steps", "horizon_steps", "step_seconds", "hidden_size", "attention_heads",
-                 "hidden_continuous_size", "seasonal_days", "schedules", "center", "quantiles")
+                 "hidden_continuous_size", "seasonal_days", "seasonal_bucket_seconds", "schedules", "center",
+                 "quantiles")
 
 
 def _starting_weights(args: argparse.Namespace, registry: Registry, scope: str, spec: ModelSpec) -> Path | None:
@@ -510,14 +516,12 @@ def _starting_weights(args: argparse.Namespace, registry: Registry, scope: str, 
     return None
 
 
-def _read_history(config: Config) -> Panel | None:
-    """The configured history (Parquet or Prometheus), or None after logging why not."""
-    from trainer.history import HistoryError, from_parquet, from_prometheus
+def _read_history(config: Config) -> History | None:
+    """The configured history (Parquet or Prometheus) and its schedules, or None after logging why not."""
+    from trainer.history import HistoryError, read_history
 
     try:
-        if config.trainer.parquet is not None:
-            return from_parquet(config.trainer.parquet, config)
-        return from_prometheus(config, config.trainer.history_days)
+        return read_history(config)
     except HistoryError as exc:
         log.error("%s", exc)
         return None
@@ -577,9 +581,10 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     torch.set_num_threads(config.trainer.torch_threads)
     try:
         with run_lock(_lock_path(args, config, registry)):
-            panel = _read_history(config)
-            if panel is None:
+            history = _read_history(config)
+            if history is None:
                 return EXIT_NO_DATA
+            panel = history.panel
             scope = str(model.metadata.get("scope", GLOBAL_SCOPE))
             if scope != GLOBAL_SCOPE:
                 # A host's own model is recalibrated on that host's history only, as it was trained.
@@ -591,7 +596,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
             holdout = _holdout_steps(panel, model.spec, config)
             if holdout is None:
                 return EXIT_NO_DATA
-            settings = TrainSettings(seed=args.seed if args.seed is not None else config.trainer.seed)
+            settings = TrainSettings(seed=args.seed if args.seed is not None else config.trainer.seed,
+                                     schedules=history.schedules)
             end = np.full(len(panel.instances), panel.n_times - holdout)
             report = recalibrate(model, panel, holdout, settings,
                                  {s.name: s.threshold for s in config.signals}, series_end=end)

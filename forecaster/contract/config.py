@@ -208,14 +208,25 @@ def signals_missing_labels(signals: tuple[Signal, ...], labels: tuple[str, ...])
     Such a query merges the hosts of one instance name across clusters before the forecaster sees them;
     no later step can part them again, so the config is refused rather than forecasting the mixture.
     """
-    bad = []
-    for sig in signals:
-        for clause in _BY_CLAUSE.findall(sig.query):
-            names = {n.strip() for n in clause.split(",")}
-            if "instance" in names and not set(labels) <= names:
-                bad.append(sig.name)
-                break
-    return bad
+    return [sig.name for sig in signals if _merges_hosts(sig.query, labels)]
+
+
+def _merges_hosts(query: str, labels: tuple[str, ...]) -> bool:
+    """Whether ``query`` aggregates ``by (..., instance, ...)`` without every identity label."""
+    for clause in _BY_CLAUSE.findall(query):
+        names = {n.strip() for n in clause.split(",")}
+        if "instance" in names and not set(labels) <= names:
+            return True
+    return False
+
+
+def check_bucket_seconds(seconds: int, step_seconds: int) -> None:
+    """ValueError unless ``seconds`` is a whole number of steps that divides a day, so that the same time
+    on earlier days falls on a bucket boundary and Prometheus's subquery lands on the model's steps
+    (forecaster/contract/seasonal.py)."""
+    if seconds <= 0 or seconds % step_seconds or 86400 % seconds:
+        raise ValueError(f"seasonal_bucket_seconds must be a multiple of step_seconds ({step_seconds}) that "
+                         f"divides a day, not {seconds}")
 
 
 class ModelSection(_Section):
@@ -230,12 +241,17 @@ class ModelSection(_Section):
     dropout: float = Field(default=0.1, ge=0, lt=1)
     min_history_steps: int = Field(default=72, ge=2)
     seasonal_days: int = Field(default=0, ge=0, le=28)
-    center: Literal["mean", "last"] = "mean"
+    center: Literal["mean", "last"] = "last"
+    # The same-time inputs (seasonal_days > 0) read the mean and maximum of buckets of this many seconds,
+    # which the forecaster queries at that step (forecaster/contract/seasonal.py); 0: every step's value.
+    seasonal_bucket_seconds: int = Field(default=3600, ge=0)
 
     @model_validator(mode="after")
     def _history(self) -> ModelSection:
         if self.min_history_steps > self.context_steps:
             raise ValueError("min_history_steps cannot exceed context_steps")
+        if self.seasonal_bucket_seconds:
+            check_bucket_seconds(self.seasonal_bucket_seconds, self.step_seconds)
         return self
 
 
@@ -290,21 +306,33 @@ class TrainerSection(_Section):
 class ScheduleEntry(_Section):
     """One declared schedule (``schedules:``): planned load the forecasts should expect and alerts should not page on.
 
-    ``cron`` is a 5-field cron expression in UTC, ``duration`` how long each run lasts (``45m``, ``2h``),
-    ``hosts`` a regex matched in full against the ``instance`` label (default: every host), ``signals``
-    the signals the job loads (default: all). See forecaster/contract/schedules.py and docs/OPERATIONS.md.
+    When it runs is either ``cron``, a 5-field cron expression in UTC, or ``query``, a PromQL expression whose
+    value per host (``instance`` and the cluster labels, as the signals' series) is the unix time of the job's
+    next planned start: every value it took is a window start (forecaster/contract/schedules.py). Exactly one
+    of them. ``duration`` is how long each run lasts (``45m``, ``2h``), ``hosts`` a regex matched in full
+    against the ``instance`` label (default: every host), ``signals`` the signals the job loads (default:
+    all). See docs/OPERATIONS.md, "Declaring schedules".
     """
 
     name: Name
-    cron: str
+    cron: str | None = None
+    query: str | None = None
     duration: str
     hosts: str = ".*"
     signals: tuple[str, ...] | None = None
 
     @field_validator("cron")
     @classmethod
-    def _cron(cls, value: str) -> str:
-        compile_cron(value)
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_cron(value)
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a PromQL expression, not empty")
         return value
 
     @field_validator("duration")
@@ -322,8 +350,15 @@ class ScheduleEntry(_Section):
             raise ValueError(f"hosts {value!r} is not a regular expression: {exc}") from None
         return value
 
+    @model_validator(mode="after")
+    def _one_source(self) -> ScheduleEntry:
+        if (self.cron is None) == (self.query is None):
+            raise ValueError("give exactly one of 'cron' (a 5-field cron expression) or 'query' (a PromQL "
+                             "expression of the next planned start, unix seconds)")
+        return self
+
     def compiled(self) -> Schedule:
-        return Schedule(self.name, self.cron, parse_duration(self.duration), self.hosts, self.signals)
+        return Schedule(self.name, self.cron, parse_duration(self.duration), self.hosts, self.signals, self.query)
 
 
 class Config(_Section):
@@ -373,16 +408,25 @@ class Config(_Section):
         if dupes:
             raise ValueError(f"duplicate schedule names: {', '.join(dupes)}")
         known = {s.name for s in self.signals}
+        labels = self.prometheus.cluster_labels
         for entry in self.schedules:
             unknown = sorted(set(entry.signals or ()) - known)
             if unknown:
                 raise ValueError(f"schedule {entry.name}: unknown signal(s) {', '.join(unknown)} "
                                  f"(known: {', '.join(sorted(known))})")
+            if entry.query is not None and _merges_hosts(entry.query, labels):
+                raise ValueError(f"schedule {entry.name}: the query aggregates by (instance) without "
+                                 f"prometheus.cluster_labels ({', '.join(labels)}); aggregate by "
+                                 f"({by_host(labels)})")
         return self
 
     @property
     def schedule_set(self) -> ScheduleSet:
-        """The declared schedules, compiled: the ``scheduled`` model input and the forecaster's paging hint."""
+        """The declared schedules, compiled: the ``scheduled`` model input and the forecaster's paging hint.
+
+        Query schedules are unresolved here (no windows): the forecaster and the trainer resolve them from
+        their history (:meth:`forecaster.contract.schedules.ScheduleSet.resolved`).
+        """
         return ScheduleSet(tuple(e.compiled() for e in self.schedules))
 
     @property

@@ -17,6 +17,7 @@ import numpy as np
 
 from forecaster.contract.panel import Panel
 from forecaster.contract.schedules import ScheduleSet
+from forecaster.contract.seasonal import Buckets, cached_buckets, same_time_earlier
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -258,6 +259,9 @@ class WindowRules:
     # computed from these declared windows (forecaster.contract.schedules).
     schedules: ScheduleSet | None = None
     center: str = "mean"  # what a window's values are measured from: CENTERS
+    # 0: the same-time inputs read the value at each earlier day's step; > 0: the mean and maximum of the
+    # bucket of this many seconds holding it (forecaster.contract.seasonal: a week at a flat serving cost).
+    seasonal_bucket_seconds: int = 0
 
 
 def build_windows(
@@ -268,12 +272,15 @@ def build_windows(
     signal_codes: dict[str, int],
     thresholds: np.ndarray | None = None,
     skipped: Counter[str] | None = None,
+    buckets: Buckets | None = None,
 ) -> WindowBatch:
     """Cut windows for ``series[b] = (instance, signal)`` at ``origins[b]``.
 
     Windows with too little history, a stale end, or mostly gaps are removed and counted in
     ``skipped`` under ``short_history``, ``stale`` and ``gappy``; the returned batch holds only
-    usable windows. ``thresholds`` (per window, units) default to NaN.
+    usable windows. ``thresholds`` (per window, units) default to NaN. ``buckets``: where the
+    bucketed same-time inputs come from when the panel holds only the context (serving: from
+    Prometheus); by default they are aggregated from the panel.
     """
     skipped = skipped if skipped is not None else Counter()
     E, H = rules.context, rules.horizon
@@ -371,10 +378,17 @@ def build_windows(
     dec[:, :, cal_cols] = _calendar(dec_times)
     enc[:, :, col["rel_time"]] = (k - (lengths[:, None] - 1)) / H
     dec[:, :, col["rel_time"]] = np.arange(1, H + 1)[None, :] / H
-    if rules.seasonal_days > 0:
+    if rules.seasonal_days > 0 and rules.seasonal_bucket_seconds:
+        source = buckets if buckets is not None else cached_buckets(panel, rules.seasonal_bucket_seconds)
+        mean, peak, share = same_time_earlier(
+            source, [panel.instances[i] for i in inst.tolist()], [panel.signals[j] for j in sig.tolist()],
+            np.concatenate([enc_times, dec_times], axis=1).astype(np.int64), t_origin.astype(np.int64),
+            rules.seasonal_days)
+    elif rules.seasonal_days > 0:
         steps = np.concatenate([origins[:, None] - (lengths[:, None] - 1) + k,
                                 origins[:, None] + np.arange(1, H + 1)[None, :]], axis=1)
         mean, peak, share = _same_time_earlier(panel, inst, sig, origins, steps, rules.seasonal_days)
+    if rules.seasonal_days > 0:
         for name, values in (("season_mean", np.nan_to_num(z(mean, center, scale))),
                              ("season_max", np.nan_to_num(z(peak, center, scale))), ("season_days", share)):
             enc[:, :, col[name]] = values[:, :E]

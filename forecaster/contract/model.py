@@ -22,7 +22,7 @@ from forecaster.contract.calibration import (
     BreachModel,
     breach_features,
 )
-from forecaster.contract.config import HORIZON_LABELS
+from forecaster.contract.config import HORIZON_LABELS, check_bucket_seconds
 from forecaster.contract.features import (
     CENTERS,
     STATIC_REALS,
@@ -66,6 +66,9 @@ class ModelSpec:
     # ``schedules:``). False, the default, is what a model.json written before schedules existed means.
     schedules: bool = False
     center: str = "mean"  # features.CENTERS; models saved before it existed are "mean"
+    # > 0: the same-time inputs come from buckets of this many seconds (forecaster/contract/seasonal.py);
+    # 0, what a model saved before buckets existed means: from the values at each earlier day's step.
+    seasonal_bucket_seconds: int = 0
     quantiles: list[float] = field(default_factory=lambda: list(QUANTILES))
     format_version: int = FORMAT_VERSION
 
@@ -73,6 +76,12 @@ class ModelSpec:
     def lookback_steps(self) -> int:
         """Steps of history one window reads: the context, and the days its same-time inputs reach back."""
         return self.context_steps + self.seasonal_days * steps_per_day(self.step_seconds)
+
+    @property
+    def served_steps(self) -> int:
+        """Steps the forecaster queries at the model's step: the context, plus the earlier days only when
+        the same-time inputs read them step by step (bucketed ones come from coarse queries)."""
+        return self.context_steps if self.seasonal_bucket_seconds else self.lookback_steps
 
     def window_rules(self, min_history: int | None = None, schedules: ScheduleSet | None = None,
                      **relaxed: Any) -> WindowRules:
@@ -83,6 +92,7 @@ class ModelSpec:
         return WindowRules(self.context_steps, self.horizon_steps,
                            self.min_history_steps if min_history is None else min_history,
                            seasonal_days=self.seasonal_days, center=self.center,
+                           seasonal_bucket_seconds=self.seasonal_bucket_seconds,
                            schedules=(schedules or ScheduleSet()) if self.schedules else None, **relaxed)
 
     @property
@@ -110,6 +120,8 @@ class ModelSpec:
                              f"(this version reads {FORMAT_VERSION})")
         if not 0 <= spec.seasonal_days <= 28:
             raise ValueError(f"seasonal_days must be between 0 and 28, not {spec.seasonal_days}")
+        if spec.seasonal_bucket_seconds:
+            check_bucket_seconds(spec.seasonal_bucket_seconds, spec.step_seconds)
         if spec.center not in CENTERS:
             raise ValueError(f"center must be one of {', '.join(CENTERS)}, not {spec.center!r}")
         if list(spec.quantiles) != list(QUANTILES):

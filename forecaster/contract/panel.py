@@ -28,6 +28,9 @@ Bounds = Mapping[str, tuple[float | None, float | None]]
 #: the signal's range (of ``max(1, |bound|)`` for a one-sided signal): ``rate()`` extrapolation
 #: and float noise put an idle CPU at -0.001 or a full disk at 1.0000001, which are real values.
 BOUND_TOLERANCE = 0.01
+#: A Parquet column named ``schedule:<name>`` holds the series of the query schedule ``<name>`` (the next
+#: planned start, unix seconds) per row's host and time: never a signal (trainer/history.py reads it).
+SCHEDULE_COLUMN_PREFIX = "schedule:"
 
 
 @dataclass
@@ -173,16 +176,16 @@ def panel_from_frame(
 
     This is the simulator's Parquet layout. Columns named as ``hosts``' identity labels (``cluster``)
     are part of the host key, as the labels are for :func:`panel_from_range_results`; a table without
-    them holds hosts with those labels empty. The step is inferred (the most common spacing)
-    when not given; rows off the grid are snapped to the nearest slot. ``bounds`` as for
-    :func:`panel_from_range_results`.
+    them holds hosts with those labels empty. ``schedule:<name>`` columns are never signals. The step is
+    inferred (the most common spacing) when not given; rows off the grid are snapped to the nearest slot.
+    ``bounds`` as for :func:`panel_from_range_results`.
     """
     missing = [c for c in (instance_col, time_col) if c not in frame.columns]
     if missing:
         raise PanelError(f"table lacks column(s) {', '.join(missing)}")
     if signals is None:
         signals = [c for c in frame.columns if c not in (instance_col, time_col, *hosts.labels)
-                   and pd.api.types.is_numeric_dtype(frame[c])]
+                   and not str(c).startswith(SCHEDULE_COLUMN_PREFIX) and pd.api.types.is_numeric_dtype(frame[c])]
     absent = [s for s in signals if s not in frame.columns]
     if absent:
         raise PanelError(f"table lacks signal column(s) {', '.join(absent)}")
@@ -192,7 +195,7 @@ def panel_from_frame(
     if step is None:
         step = infer_step(seconds)
     timestamps = grid(float(seconds.min()), float(seconds.max()), step)
-    keys = _frame_keys(frame, instance_col, hosts)
+    keys = frame_keys(frame, instance_col, hosts)
     instances = sorted(keys.unique())
     values = np.full((len(instances), len(signals), len(timestamps)), np.nan, dtype=np.float32)
     inst_codes = pd.Categorical(keys, categories=instances).codes
@@ -205,7 +208,7 @@ def panel_from_frame(
     return Panel(instances, list(signals), timestamps, values, step, out_of_bounds=masked)
 
 
-def _frame_keys(frame: pd.DataFrame, instance_col: str, hosts: HostIdentity) -> pd.Series:
+def frame_keys(frame: pd.DataFrame, instance_col: str = "instance", hosts: HostIdentity = INSTANCE_ONLY) -> pd.Series:
     """The host key of every row: one :meth:`HostIdentity.key` per distinct label combination, not per row."""
     instance = frame[instance_col].astype(str)
     if not hosts.labels:

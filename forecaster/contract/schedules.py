@@ -1,11 +1,20 @@
 """Declared schedules (maintenance, backups, batch jobs, deploys): when each host expects planned load.
 
 Operators declare them in the config (``schedules:``, :class:`forecaster.contract.config.ScheduleEntry`)
-as a 5-field cron expression (UTC) plus a duration, for the hosts whose ``instance`` matches a regex
-and the signals the job is expected to load. From them this module computes, for any host, signal
-and timestamps, whether a declared window covers each time: the model's known-future ``scheduled``
-input (:func:`forecaster.contract.features.build_windows`, history and horizon alike) and the
-forecaster's paging hint (a forecast breach that lies wholly inside declared windows).
+as a 5-field cron expression (UTC) or a PromQL query, plus a duration, for the hosts whose ``instance``
+matches a regex and the signals the job is expected to load. From them this module computes, for any
+host, signal and timestamps, whether a declared window covers each time: the model's known-future
+``scheduled`` input (:func:`forecaster.contract.features.build_windows`, history and horizon alike) and
+the forecaster's paging hint (a forecast breach that lies wholly inside declared windows).
+
+A query schedule names a series per host whose value is the unix time of the job's next planned start
+(``kube_cronjob_next_schedule_time``, a textfile gauge ``backup_next_start_timestamp_seconds``). Every
+distinct value the series took over a queried range is one window start: the past runs for training,
+the upcoming one (a value in the future) for serving. Its windows are known only once resolved
+(:meth:`ScheduleSet.resolved`, from :func:`planned_by_host` over Prometheus's answers or a Parquet
+column); from then on it is a list of starts per host key, and :meth:`ScheduleSet.active`,
+:meth:`ScheduleSet.applying` and :meth:`ScheduleSet.breach_explained` treat it as they treat a cron.
+Unresolved, or for a host its series does not name, it declares no window and does not apply.
 
 The cron matcher is written here rather than taken from a dependency: it is small, it must run
 vectorised over weeks of minutes for training, and its semantics are pinned by tests:
@@ -22,11 +31,16 @@ vectorised over weeks of minutes for training, and its semantics are pinned by t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from forecaster.contract.hosts import HostIdentity
+    from forecaster.contract.prometheus import PrometheusAPI
 
 _MONTHS = {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
                                            "nov", "dec"))}
@@ -145,31 +159,56 @@ def compile_cron(text: str) -> Cron:
     return Cron.parse(text)
 
 
+#: Planned window starts of a query schedule: ``((host key, (unix second, ...)), ...)``, sorted, hashable.
+Planned = tuple[tuple[str, tuple[int, ...]], ...]
+_NO_STARTS = np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """One declared schedule, compiled: when (cron, duration), for which hosts and signals."""
+    """One declared schedule, compiled: when (a cron, or a query's planned starts), for which hosts and signals.
+
+    Exactly one of ``cron`` and ``query`` is set (the config checks it). A query schedule's windows are
+    its ``planned`` starts per host key, filled in by :meth:`with_starts`; until then (``None``) it has none.
+    """
 
     name: str
-    cron: str
+    cron: str | None
     duration_seconds: int
     hosts: str = ".*"  # regex, matched in full against the ``instance`` label
     signals: tuple[str, ...] | None = None  # None: every signal
+    query: str | None = None  # PromQL: per host, the unix time of the next planned start
+    planned: Planned | None = None
 
-    def starts(self, lo: float, hi: float) -> np.ndarray:
-        """Unix seconds of the window starts in ``[lo, hi]`` (ascending)."""
+    @cached_property
+    def _starts_by_key(self) -> dict[str, np.ndarray]:
+        return {key: np.asarray(starts, dtype=np.int64) for key, starts in self.planned or ()}
+
+    def with_starts(self, starts: Mapping[str, np.ndarray]) -> Schedule:
+        """This query schedule resolved: ``starts`` (unix seconds) per host key; hosts absent have no window."""
+        planned = tuple(sorted((key, tuple(int(t) for t in np.unique(np.asarray(ts, dtype=np.int64))))
+                               for key, ts in starts.items() if len(ts)))
+        return replace(self, planned=planned)
+
+    def starts(self, lo: float, hi: float, key: str | None = None) -> np.ndarray:
+        """Unix seconds of the window starts in ``[lo, hi]`` (ascending); for a query schedule, host ``key``'s."""
+        if self.cron is None:
+            planned = self._starts_by_key.get(key, _NO_STARTS) if key is not None else _NO_STARTS
+            return planned[(planned >= lo) & (planned <= hi)]
         first, last = int(np.floor(lo / 60)), int(np.floor(hi / 60))
         if last < first:
             return np.zeros(0, dtype=np.int64)
         minutes = np.arange(first, last + 1, dtype=np.int64)
         return minutes[compile_cron(self.cron).matches_minutes(minutes)] * 60
 
-    def active(self, times: np.ndarray, after: float = 0.0) -> np.ndarray:
-        """True where a window (extended by ``after`` seconds past its end) covers each unix time."""
+    def active(self, times: np.ndarray, after: float = 0.0, key: str | None = None) -> np.ndarray:
+        """True where a window (extended by ``after`` seconds past its end) covers each unix time; a query
+        schedule's windows are those of host ``key``."""
         t = np.asarray(times, dtype=np.float64)
         if t.size == 0:
             return np.zeros(t.shape, dtype=bool)
         reach = self.duration_seconds + after
-        starts = self.starts(float(np.nanmin(t)) - reach, float(np.nanmax(t)))
+        starts = self.starts(float(np.nanmin(t)) - reach, float(np.nanmax(t)), key)
         if not len(starts):
             return np.zeros(t.shape, dtype=bool)
         idx = np.searchsorted(starts, t, side="right") - 1
@@ -179,6 +218,51 @@ class Schedule:
     def applies(self, instance: str, signal: str) -> bool:
         return _host_pattern(self.hosts).fullmatch(instance) is not None and (
             self.signals is None or signal in self.signals)
+
+    def applies_to(self, key: str, signal: str) -> bool:
+        """Whether it declares windows for this host key and signal: the regex and signals, and for a query
+        schedule a series of that host (one host's backup gauge says nothing about the others)."""
+        return self.applies(instance_of(key), signal) and (self.cron is not None or key in self._starts_by_key)
+
+    def window_host(self, key: str) -> str | None:
+        """Whose windows a row of host ``key`` reads: ``None`` for a cron (the same for every host)."""
+        return None if self.cron is not None else key
+
+
+def planned_starts(values: np.ndarray) -> np.ndarray:
+    """The window starts a query series says: each distinct finite, positive value (unix seconds), ascending.
+
+    A "next start" gauge holds one value until the job starts, then the next one; every value it took is
+    a run, past or planned, however many samples repeat it.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    return np.unique(np.rint(v).astype(np.int64))
+
+
+def planned_by_host(series: Iterable[tuple[str | None, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Window starts per host key from ``(key, values)`` pairs, several series of one host merged; a series
+    naming no host (key None) is dropped."""
+    out: dict[str, np.ndarray] = {}
+    for key, values in series:
+        if key is None:
+            continue
+        starts = planned_starts(values)
+        out[key] = np.union1d(out[key], starts) if key in out else starts
+    return out
+
+
+def query_planned(client: PrometheusAPI, schedule: Schedule, hosts: HostIdentity, start: float, end: float,
+                  step: float) -> dict[str, np.ndarray]:
+    """A query schedule's starts per host over ``[start, end]``, as training and serving both ask them.
+
+    The range begins ``duration`` earlier, so a run that started just before ``start`` and still covers
+    it is seen. Prometheus errors propagate: serving counts them and goes on, training stops.
+    """
+    if schedule.query is None:
+        raise ValueError(f"schedule {schedule.name} has no query")
+    found = client.query_range(schedule.query, start - schedule.duration_seconds, end, step)
+    return planned_by_host((hosts.key(s.labels), s.values) for s in found)
 
 
 @lru_cache(maxsize=256)
@@ -204,10 +288,20 @@ class ScheduleSet:
     def __bool__(self) -> bool:
         return bool(self.schedules)
 
+    @property
+    def queried(self) -> tuple[Schedule, ...]:
+        """The query schedules, whose windows come from Prometheus (or a Parquet column), not the config."""
+        return tuple(s for s in self.schedules if s.query is not None)
+
+    def resolved(self, planned: Mapping[str, Mapping[str, np.ndarray]]) -> ScheduleSet:
+        """A copy whose query schedules hold ``planned[name]`` (starts per host key); one not in ``planned``
+        (its query failed, its column is missing) has no windows. Cron schedules are kept as they are."""
+        return ScheduleSet(tuple(s.with_starts(planned.get(s.name, {})) if s.query is not None else s
+                                 for s in self.schedules))
+
     def applying(self, key: str, signal: str) -> list[Schedule]:
         """The schedules that declare windows for this host key and signal."""
-        inst = instance_of(key)
-        return [s for s in self.schedules if s.applies(inst, signal)]
+        return [s for s in self.schedules if s.applies_to(key, signal)]
 
     def active(self, keys: Sequence[str], signals: Sequence[str], times: np.ndarray,
                after: float = 0.0) -> np.ndarray:
@@ -221,10 +315,14 @@ class ScheduleSet:
         for b, pair in enumerate(zip(keys, signals, strict=True)):
             pairs.setdefault(pair, []).append(b)
         for sched in self.schedules:
-            rows = [b for (key, sig), idx in pairs.items() if sched.applies(instance_of(key), sig) for b in idx]
-            if rows:
+            # A cron's windows are every host's: one call for all its rows; a query's, one per host.
+            groups: dict[str | None, list[int]] = {}
+            for (key, sig), idx in pairs.items():
+                if sched.applies_to(key, sig):
+                    groups.setdefault(sched.window_host(key), []).extend(idx)
+            for host, rows in groups.items():
                 r = np.array(rows, dtype=np.int64)
-                out[r] = np.maximum(out[r], sched.active(t[r], after).astype(np.float32))
+                out[r] = np.maximum(out[r], sched.active(t[r], after, host).astype(np.float32))
         return out
 
     def breach_explained(self, keys: Sequence[str], signals: Sequence[str], times: np.ndarray,

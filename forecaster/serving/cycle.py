@@ -9,7 +9,10 @@ Stages, each timed:
 * **query** - one range query per signal for the whole fleet over the context window, aligned
   to the step grid (never one query per host: that is N times the load on Prometheus). If
   Prometheus is unreachable or times out, the remaining signals are not tried: each would wait
-  out its own timeout and retries for the same answer.
+  out its own timeout and retries for the same answer. Then one range query per query schedule
+  (config ``schedules:`` with ``query:``) over the same window, resolved into window starts per host;
+  such a query failing is counted in ``CycleResult.schedule_errors`` but does not fail the cycle: the
+  forecasts go on with the windows that are known (the cron schedules, the other queries).
 * **preprocess** - the shared input pipeline (:mod:`forecaster.contract.panel`, then
   :func:`forecaster.contract.features.build_windows`), after dropping the hosts of other shards;
   values outside a signal's ``min``/``max`` are masked as missing and counted.
@@ -46,6 +49,8 @@ from forecaster.contract.hosts import HostIdentity
 from forecaster.contract.model import Forecast
 from forecaster.contract.panel import Panel, panel_from_range_results
 from forecaster.contract.prometheus import PrometheusAPI, PrometheusError, RangeSeries, align
+from forecaster.contract.schedules import ScheduleSet, query_planned
+from forecaster.contract.seasonal import DAY, Buckets, bucket_queries, buckets_from_range_results
 from forecaster.serving.sharding import in_shard
 from forecaster.serving.snapshot import MAX_HORIZON_SECONDS, ForecastSet
 from forecaster.serving.store import FALLBACK_VERSION, KIND_FALLBACK, KIND_GLOBAL, KIND_HOST, LoadedModel, ModelSet
@@ -77,6 +82,8 @@ class CycleResult:
     input_staleness: float | None = None
     prometheus_failed: bool = False
     instances: int = 0
+    # Query schedules whose query failed this cycle (one line each): counted, not a failed stage.
+    schedule_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -88,7 +95,7 @@ class CycleResult:
 
 def query_window(models: ModelSet, config: Config) -> tuple[int, int]:
     """(step, steps) to query: the longest history any loaded model reads."""
-    contexts = [m.model.spec.lookback_steps for m in models.loaded()]
+    contexts = [m.model.spec.served_steps for m in models.loaded()]
     if models.in_fallback or not contexts:
         contexts.append(config.model.context_steps)
     return config.model.step_seconds, max(contexts)
@@ -104,6 +111,8 @@ def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: floa
 
     t0 = monotonic()
     results = _query(client, config, start, end, step, result)
+    schedules = _schedules(client, config, start, end, step, result) if results else config.schedule_set
+    buckets = _seasonal_buckets(client, config, models, start, end, step, result) if results else {}
     result.stage_seconds["query"] = monotonic() - t0
     if not results:
         return result
@@ -127,8 +136,73 @@ def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: floa
     result.out_of_bounds.update(panel.out_of_bounds)
     result.instances = len(panel.instances)
     _Forecaster(panel, models, config, result, now, chunk or config.forecaster.inference_batch_size,
-                [s for s in results], monotonic).run()
+                [s for s in results], monotonic, schedules, buckets).run()
     return result
+
+
+def bucket_range(start: float, end: float, days: int, ahead: int, width: int) -> tuple[int, int]:
+    """The bucket ends a cycle queries for a context ``[start, end]``, ``days`` of same-time inputs and a horizon
+    of ``ahead`` seconds: from the bucket of the context's first step ``days`` back to that of the horizon's
+    last step one day back (none after ``end``: they have not ended)."""
+    first = int(start - days * DAY) // width * width
+    last = min(int(end) // width, -(-int(end + ahead - DAY) // width)) * width
+    return first, last
+
+
+def _seasonal_buckets(client: PrometheusAPI, config: Config, models: ModelSet, start: float, end: float, step: int,
+                      result: CycleResult) -> dict[int, Buckets]:
+    """The coarse history of the models whose same-time inputs read buckets, by bucket width: a mean and a
+    maximum query per signal at the bucket's step, reaching back the most days any of them reads (see
+    forecaster/contract/seasonal.py). A failed query is a query problem of the cycle, never its end: the
+    windows then see the earlier days the 24 h panel holds, and say so in their ``season_days`` share."""
+    reach: dict[int, tuple[int, int]] = {}  # width -> (most days back, longest horizon in seconds)
+    for lm in models.loaded():
+        spec = lm.model.spec
+        if spec.seasonal_days and spec.seasonal_bucket_seconds:
+            days, ahead = reach.get(spec.seasonal_bucket_seconds, (0, 0))
+            reach[spec.seasonal_bucket_seconds] = (max(days, spec.seasonal_days),
+                                                   max(ahead, spec.horizon_steps * spec.step_seconds))
+    out: dict[int, Buckets] = {}
+    names = [s.name for s in config.signals]
+    for width, (days, ahead) in reach.items():
+        first, last = bucket_range(start, end, days, ahead, width)
+        means: dict[str, list[RangeSeries]] = {}
+        peaks: dict[str, list[RangeSeries]] = {}
+        for signal in config.signals:
+            mean_q, peak_q = bucket_queries(signal.query, width, step, (signal.min, signal.max))
+            try:
+                means[signal.name] = client.query_range(mean_q, first, last, width)
+                peaks[signal.name] = client.query_range(peak_q, first, last, width)
+            except PrometheusError as exc:
+                result.fail("query", f"seasonal buckets of {signal.name}: {exc}")
+                if exc.kind in _ABORT_KINDS:
+                    break
+        out[width] = buckets_from_range_results(means, peaks, names, first, last, width, hosts=config.hosts)
+    return out
+
+
+def _schedules(client: PrometheusAPI, config: Config, start: float, end: float, step: int,
+               result: CycleResult) -> ScheduleSet:
+    """The declared schedules with the query ones resolved over this cycle's window (their past runs for the
+    history, the next planned start for the horizon). A failed query leaves its schedule without windows:
+    one warning per cycle and ``result.schedule_errors``, never a failed cycle, since the forecasts are
+    still worth serving without a hint."""
+    plan = config.schedule_set
+    planned: dict[str, dict[str, np.ndarray]] = {}
+    for n, sched in enumerate(plan.queried):
+        try:
+            planned[sched.name] = query_planned(client, sched, config.hosts, start, end, step)
+        except PrometheusError as exc:
+            result.schedule_errors.append(f"schedule {sched.name}: {exc}")
+            if exc.kind in _ABORT_KINDS:  # as for the signals: the others would wait out the same timeout
+                result.schedule_errors += [f"schedule {s.name}: not tried" for s in plan.queried[n + 1:]]
+                break
+        except Exception as exc:  # a client bug: the same, the cycle goes on
+            result.schedule_errors.append(f"schedule {sched.name}: {type(exc).__name__}: {exc}")
+    if result.schedule_errors:
+        log.warning("schedule queries failed, forecasting without their windows: %s",
+                    "; ".join(result.schedule_errors))
+    return plan.resolved(planned) if plan.queried else plan
 
 
 def _in_shard(hosts: HostIdentity, labels: dict[str, str], count: int, index: int) -> bool:
@@ -171,13 +245,13 @@ def _query(client: PrometheusAPI, config: Config, start: float, end: float, step
 
 
 def _windows(panel: Panel, series: np.ndarray, rules: WindowRules, codes: dict[str, int],
-             thresholds: np.ndarray, skipped: Counter[str]) -> WindowBatch:
+             thresholds: np.ndarray, skipped: Counter[str], buckets: Buckets | None = None) -> WindowBatch:
     """build_windows at the last grid point; a host lacking a signal makes numpy warn about empty
     means (the features treat that case), which is noise here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return build_windows(panel, series, np.full(len(series), panel.n_times - 1), rules, codes, thresholds,
-                             skipped)
+                             skipped, buckets=buckets)
 
 
 def _series_panel(panel: Panel, signals: list[str]) -> tuple[Panel, np.ndarray]:
@@ -198,7 +272,8 @@ class _Forecaster:
     """The preprocess + inference stages of one cycle (a class only to share their many inputs)."""
 
     def __init__(self, panel: Panel, models: ModelSet, config: Config, result: CycleResult, now: float,
-                 chunk: int, answered: list[str], monotonic: Callable[[], float]) -> None:
+                 chunk: int, answered: list[str], monotonic: Callable[[], float], schedules: ScheduleSet,
+                 buckets: dict[int, Buckets] | None = None) -> None:
         self.panel = panel
         self.models = models
         self.config = config
@@ -211,7 +286,8 @@ class _Forecaster:
         self.thresholds = np.array([s.threshold for s in sigs], dtype=np.float64)
         self.bounds = [(s.min, s.max) for s in sigs]
         self.answered = {panel.signals.index(name) for name in answered}
-        self.schedules = config.schedule_set
+        self.schedules = schedules
+        self.buckets = buckets or {}
         self.parts: list[ForecastSet] = []
 
     def _time(self, stage: str, began: float) -> None:
@@ -296,7 +372,7 @@ class _Forecaster:
             began = self.monotonic()
             mseries = np.stack([block[:, 0], to_model[block[:, 1]]], axis=1)
             batch = _windows(mpanel, mseries, rules, spec.signal_codes(), self.thresholds[block[:, 1]],
-                             self.result.skipped)
+                             self.result.skipped, self.buckets.get(spec.seasonal_bucket_seconds))
             self._time("preprocess", began)
             if not len(batch):
                 continue

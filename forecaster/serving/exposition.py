@@ -220,6 +220,10 @@ class Stats:
                                registry=self._registry)
         self._failures = Counter("tft_forecaster_failures", "Failed cycle stages (each counted once per cycle).",
                                  ["stage"], registry=self._registry)
+        # Not a failed stage: the cycle forecasts on without that schedule's windows (docs/FORECASTER.md).
+        self._schedule_errors = Counter("tft_schedule_query_errors", "Failed queries of query schedules (config "
+                                        "schedules: with query:); the cycle went on without their windows.",
+                                        registry=self._registry)
         self._requests = Counter("tft_forecaster_prometheus_requests",
                                  "HTTP requests to Prometheus (retries and chunks included), by outcome.",
                                  ["endpoint", "outcome"], registry=self._registry)
@@ -252,6 +256,11 @@ class Stats:
     def count_failure(self, stage: str) -> None:
         with self._lock:
             self._failures.labels(stage).inc()
+
+    def count_schedule_errors(self, n: int) -> None:
+        if n:
+            with self._lock:
+                self._schedule_errors.inc(n)
 
     def families(self) -> list[Metric]:
         """The self-metric families, without client_python's ``_created`` series.

@@ -204,6 +204,7 @@ class Service:
             with self._publish_lock:
                 self._published = replace(published, cycles=self._published.cycles + 1)
             self.stats.count_cycle(time.monotonic() - began, success, result.errors)
+            self.stats.count_schedule_errors(len(result.schedule_errors))
             self._log(result, models, time.monotonic() - began)
             return result
 
@@ -303,6 +304,7 @@ class Service:
             fresh = cycle.forecasts
             last = {"started": iso(cycle.started), "outcome": "success" if cycle.ok else "failure",
                     "errors": dict(cycle.errors),
+                    "schedule_errors": list(cycle.schedule_errors),
                     "stage_seconds": {k: round(v, 3) for k, v in cycle.stage_seconds.items()},
                     "instances": cycle.instances,
                     "series_forecast": len(fresh) if fresh is not None else 0,
