@@ -35,6 +35,8 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
          "duplicate signal names: a"),
         ("model:\n  hidden_sise: 3\n", "model.hidden_sise: Extra inputs are not permitted"),
         ("forecaster:\n  shard: {count: 2, index: 2}\n", "index must be below count"),
+        ("model:\n  seasonal_bucket_seconds: 1000\n",
+         "model: seasonal_bucket_seconds must be a multiple of step_seconds (300) that divides a day, not 1000"),
         ("prometheus:\n  bearer_token: {env: A, file: /x}\n", "exactly one of 'env' or 'file'"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("prometheus: [unclosed\n", "not valid YAML"),

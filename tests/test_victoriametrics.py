@@ -41,6 +41,7 @@ import yaml
 
 from forecaster.contract.config import DEFAULT_SIGNALS, Config
 from forecaster.contract.prometheus import PrometheusClient, PrometheusQueryError
+from forecaster.contract.seasonal import bucket_queries
 from tests.forecaster_harness import forecaster_config, shared_tiny_registry, start_forecaster
 from tests.monitoring_exprs import (
     ROOT,
@@ -201,6 +202,19 @@ def test_history_forecasts_and_rules_match_prometheus(
         assert len(signal_rules) == len(SIGNALS)
         for e in signal_rules:
             assert len(_instant(vm_client, e.expr, end)) == HOSTS, e.where
+
+        # The hourly buckets of the same-time inputs (forecaster/contract/seasonal.py): subqueries at a 1 h
+        # step, over hours whose every inner step has a full rate() window.
+        first, last = (math.ceil((end - PULL_DAYS * 86400) / 3600) + 1) * 3600, math.floor(end / 3600) * 3600
+        assert last - first >= 3 * 3600
+        for signal in DEFAULT_SIGNALS:
+            for expr in bucket_queries(signal.query, 3600, STEP, (signal.min, signal.max)):
+                ours = vm_client.query_range(expr, first, last, 3600)
+                theirs = prom_client.query_range(expr, first, last, 3600)
+                assert [s.labels for s in ours] == [s.labels for s in theirs] and len(theirs) == HOSTS, expr
+                for a, b in zip(ours, theirs, strict=True):
+                    np.testing.assert_array_equal(a.timestamps, b.timestamps)
+                    np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=1e-9, err_msg=expr)
 
 
 def test_victoriametrics_scrapes_the_forecaster(victoriametrics_factory: Callable[..., VictoriaMetricsServer],
