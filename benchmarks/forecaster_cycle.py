@@ -4,6 +4,7 @@
     python3 benchmarks/forecaster_cycle.py --hosts 1000    # one size
     python3 benchmarks/forecaster_cycle.py --hosts 1000 --seasonal-days 7   # + a week in hourly buckets
     python3 benchmarks/forecaster_cycle.py --hosts 1000 --seasonal-days 7 --bucket-seconds 0  # 8 days at 5 min
+    python3 benchmarks/forecaster_cycle.py --hosts 1000 --prometheus-process   # the fake in a process of its own
     python3 benchmarks/forecaster_cycle.py --hosts 5000 --shard.count 2     # shard 0 of 2 (docs/OPERATIONS.md)
 
 Each size runs in a fresh subprocess, so peak RSS (``resource.getrusage``) is that size's own.
@@ -24,14 +25,17 @@ fleet, then forecasts only its share, which is what sizing a sharded deployment 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,11 +74,52 @@ def _registry(tmp: Path, model_dir: Path | None, seasonal_days: int, bucket_seco
     return registry.root
 
 
-def run_one(hosts: int, model_dir: Path | None, seasonal_days: int, shards: int = 1,
-            bucket_seconds: int = 3600) -> dict[str, float]:
-    import requests
+@contextlib.contextmanager
+def _serving(bodies: dict[str, bytes], own_process: bool) -> Iterator[str]:
+    """The fake Prometheus's URL, answering each query with its pre-rendered body: in a thread of this
+    process (sending competes with the forecaster for the interpreter, as no real Prometheus does), or in a
+    forked process of its own, as a real one runs."""
+    import multiprocessing
 
     from devkit.fakeprom import QUERY_RANGE, FakePrometheus, Reply
+
+    def serve(port: int = 0) -> FakePrometheus:
+        fake = FakePrometheus(port=port)
+        fake.always(QUERY_RANGE, lambda rec: Reply(200, bodies[rec.params["query"]],
+                                                   {"Content-Type": "application/json"}))
+        return fake
+
+    if not own_process:
+        with serve() as fake:
+            yield fake.url
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    ctx = multiprocessing.get_context("fork")  # the bodies are inherited, not copied through a pipe
+    ready = ctx.Event()
+
+    def child() -> None:
+        with serve(port):
+            ready.set()
+            while True:
+                time.sleep(60)
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the fake Prometheus process did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+def run_one(hosts: int, model_dir: Path | None, seasonal_days: int, shards: int = 1,
+            bucket_seconds: int = 3600, own_process: bool = False) -> dict[str, float]:
+    import requests
+
     from forecaster.contract.config import DEFAULT_SIGNALS, parse_config
     from forecaster.contract.seasonal import bucket_queries
     from forecaster.serving.cycle import bucket_range, query_window
@@ -97,10 +142,8 @@ def run_one(hosts: int, model_dir: Path | None, seasonal_days: int, shards: int 
         for j, s in enumerate(DEFAULT_SIGNALS):
             for expr in bucket_queries(s.query, width, step, (s.min, s.max)):
                 bodies[expr] = _matrix_body(hosts, first, last, width, j)
-    with FakePrometheus() as fake:
-        fake.always(QUERY_RANGE, lambda rec: Reply(200, bodies[rec.params["query"]],
-                                                   {"Content-Type": "application/json"}))
-        data = {"prometheus": {"url": fake.url},
+    with _serving(bodies, own_process) as url:
+        data = {"prometheus": {"url": url},
                 "forecaster": {"registry_dir": str(root), "shard": {"count": shards, "index": 0}}}
         config = parse_config(data)
         running = start(config, address="127.0.0.1:0", scheduler=False, clock=lambda: NOW + 30)
@@ -134,18 +177,22 @@ def main() -> int:
                    help="random-weights model only: days of same-time inputs (more history per query)")
     p.add_argument("--bucket-seconds", type=int, default=3600,
                    help="with --seasonal-days: bucket width of the same-time inputs (0: every step's value)")
+    p.add_argument("--prometheus-process", action="store_true",
+                   help="serve the fake Prometheus from a process of its own (as a real one runs) instead of a "
+                        "thread of the forecaster's process")
     p.add_argument("--shard.count", dest="shards", type=int, default=1,
                    help="run as shard 0 of this many (the fleet is still queried whole)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(run_one(args.hosts[0], args.model_dir, args.seasonal_days, args.shards,
-                                 args.bucket_seconds)))
+                                 args.bucket_seconds, args.prometheus_process)))
         return 0
     rows = []
     for n in args.hosts:
         cmd = [sys.executable, __file__, "--child", "--hosts", str(n), "--seasonal-days", str(args.seasonal_days),
-               "--shard.count", str(args.shards), "--bucket-seconds", str(args.bucket_seconds)]
+               "--shard.count", str(args.shards), "--bucket-seconds", str(args.bucket_seconds),
+               *(["--prometheus-process"] if args.prometheus_process else [])]
         if args.model_dir:
             cmd += ["--model.dir", str(args.model_dir)]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
