@@ -149,4 +149,4 @@ def prometheus_history(config: Config, days: float, end: float | None = None) ->
     if panel.dropped:
         log.warning("dropped series: %s", dict(panel.dropped))
     _warn_out_of_bounds(panel)
-    return History(panel, plan.resolved(planned) if plan.queried else plan)
+    return History(panel, plan.resolved(planned))

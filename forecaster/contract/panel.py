@@ -66,6 +66,12 @@ class Panel:
                      thr, Counter(self.dropped), Counter(self.out_of_bounds))
 
 
+def bound_tolerance(lo: float | None, hi: float | None) -> float:
+    """How far outside a bound a value is still clipped to it rather than masked (:data:`BOUND_TOLERANCE`)."""
+    span = (hi - lo) if lo is not None and hi is not None else max(1.0, abs(lo if lo is not None else hi))
+    return BOUND_TOLERANCE * span
+
+
 def mask_out_of_bounds(values: np.ndarray, signals: Sequence[str], bounds: Bounds) -> Counter[str]:
     """Mask (NaN) the values of ``values[instance, signal, time]`` outside their signal's bounds, in place.
 
@@ -79,8 +85,7 @@ def mask_out_of_bounds(values: np.ndarray, signals: Sequence[str], bounds: Bound
         lo, hi = bounds.get(name, (None, None))
         if lo is None and hi is None:
             continue
-        span = (hi - lo) if lo is not None and hi is not None else max(1.0, abs(lo if lo is not None else hi))
-        tol = BOUND_TOLERANCE * span
+        tol = bound_tolerance(lo, hi)
         col = values[:, j]
         with np.errstate(invalid="ignore"):
             bad = np.zeros(col.shape, dtype=bool)

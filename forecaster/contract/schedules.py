@@ -295,7 +295,10 @@ class ScheduleSet:
 
     def resolved(self, planned: Mapping[str, Mapping[str, np.ndarray]]) -> ScheduleSet:
         """A copy whose query schedules hold ``planned[name]`` (starts per host key); one not in ``planned``
-        (its query failed, its column is missing) has no windows. Cron schedules are kept as they are."""
+        (its query failed, its column is missing) has no windows. Cron schedules are kept as they are; without
+        query schedules this set itself."""
+        if not self.queried:
+            return self
         return ScheduleSet(tuple(s.with_starts(planned.get(s.name, {})) if s.query is not None else s
                                  for s in self.schedules))
 

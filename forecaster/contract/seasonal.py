@@ -32,7 +32,7 @@ import numpy as np
 
 from forecaster.contract.config import check_bucket_seconds
 from forecaster.contract.hosts import INSTANCE_ONLY, HostIdentity
-from forecaster.contract.panel import BOUND_TOLERANCE, Panel, panel_from_range_results
+from forecaster.contract.panel import Panel, bound_tolerance, panel_from_range_results
 
 DAY = 86400
 
@@ -106,8 +106,7 @@ def bucket_queries(query: str, seconds: int, step_seconds: int,
     inner = f"({query})"
     lo, hi = bounds
     if lo is not None or hi is not None:
-        span = (hi - lo) if lo is not None and hi is not None else max(1.0, abs(lo if lo is not None else hi))
-        tol = BOUND_TOLERANCE * span
+        tol = bound_tolerance(lo, hi)
         if lo is not None:
             inner = f"clamp_min({inner} >= {lo - tol!r}, {float(lo)!r})"
         if hi is not None:
@@ -126,10 +125,11 @@ def buckets_from_range_results(means: Mapping[str, Iterable[object]], peaks: Map
     mean = panel_from_range_results(means, signals, start, end, seconds, hosts=hosts)
     peak = panel_from_range_results(peaks, signals, start, end, seconds, hosts=hosts)
     instances = sorted(set(mean.instances) | set(peak.instances))
+    row_of = {key: i for i, key in enumerate(instances)}
     out = {}
     for name, part in (("mean", mean), ("peak", peak)):
         values = np.full((len(instances), len(signals), len(part.timestamps)), np.nan)
-        rows = [instances.index(i) for i in part.instances]
+        rows = [row_of[i] for i in part.instances]
         values[rows] = part.values
         out[name] = values
     return Buckets(instances, list(signals), seconds, mean.timestamps.astype(np.int64), out["mean"], out["peak"])

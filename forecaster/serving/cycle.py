@@ -202,7 +202,7 @@ def _schedules(client: PrometheusAPI, config: Config, start: float, end: float, 
     if result.schedule_errors:
         log.warning("schedule queries failed, forecasting without their windows: %s",
                     "; ".join(result.schedule_errors))
-    return plan.resolved(planned) if plan.queried else plan
+    return plan.resolved(planned)
 
 
 def _in_shard(hosts: HostIdentity, labels: dict[str, str], count: int, index: int) -> bool:
