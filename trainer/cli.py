@@ -1,9 +1,11 @@
-"""``tft-trainer``: train, gate and promote models (cron-ready), and run the benchmark backtest.
+"""``tft-trainer``: train, gate and promote models (cron-ready), run the benchmark backtest, and
+build the pretraining corpus and pretrain on it (``corpus``, ``pretrain``).
 
 Exit statuses (the same for every subcommand; documented in docs/TRAINING.md):
 
     0  success: the candidate was promoted (train), the recalibrated model was promoted
-       (recalibrate), or the forecasts file was written (backtest)
+       (recalibrate), the forecasts file was written (backtest), the corpus or the pretrained
+       model was written (corpus, pretrain)
     1  unexpected failure (a bug: the traceback is logged)
     2  bad command line or configuration (an unwritable work directory and an unusable model to
        recalibrate included)
@@ -117,7 +119,30 @@ def _parser() -> argparse.ArgumentParser:
                    help="ignore the sidecar's host column: each series on its own, without its host's other "
                         "metrics as inputs (the ablation)")
     lightning_flags(b)
-    for command in (t, r, b):
+
+    c = sub.add_parser("corpus", help="build the pretraining corpus: simulated fleets over many seeds and the "
+                                      "training parts of protocol datasets (never their test parts)")
+    c.add_argument("--out", type=Path, required=True, help="corpus file to write (.parquet; its sidecar and a "
+                                                            "JSON manifest are written beside it)")
+    c.add_argument("--dataset", type=Path, action="append", default=[],
+                   help="a protocol dataset whose training parts go in (repeatable)")
+    c.add_argument("--seeds", default=None,
+                   help="simulator seeds, comma-separated or FIRST-LAST (default 101-105; 7 and 42 are held out)")
+    c.add_argument("--scenarios", default=None, help="simulator scenarios (default: healthy,degrading,critical)")
+    c.add_argument("--hosts", type=_positive_int, default=20, help="hosts per simulated fleet (default 20)")
+    c.add_argument("--days", type=_positive_float, default=30.0, help="days per simulated fleet (default 30)")
+    c.add_argument("--fleet-out", type=Path, default=None,
+                   help="also write the simulated fleets as one history for tft-trainer train --parquet "
+                        "(the shipped model's corpus)")
+
+    pt = sub.add_parser("pretrain", help="train one univariate model on a corpus, for backtest --init-from")
+    pt.add_argument("--corpus", type=Path, required=True, help="corpus file (tft-trainer corpus)")
+    pt.add_argument("--out", type=Path, required=True, help="model directory to write")
+    pt.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
+    pt.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
+    pt.add_argument("--center", default=None, help="overrides model.center (mean or last)")
+    lightning_flags(pt)
+    for command in (t, r, b, c, pt):
         add_global_flags_to(command, add_config_flag, add_log_flags)
     return p
 
@@ -141,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                 return cmd_train(args)
             if args.command == "recalibrate":
                 return cmd_recalibrate(args)
+            if args.command == "corpus":
+                return cmd_corpus(args)
+            if args.command == "pretrain":
+                return cmd_pretrain(args)
             return cmd_backtest(args)
         except Stopped as exc:
             log.error("stopped by %s", exc.name)
@@ -628,10 +657,10 @@ def _fingerprint(panel: Panel) -> str:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    import json
-
+    """The protocol on one dataset; with ``--init-from`` twice, from fresh and from pretrained weights
+    (same data, settings and seed), so what the pretrained weights change is measured, not assumed."""
     from forecaster.contract.panel import PanelError
-    from trainer.backtest import find_scorer, load_benchmark, origins_for, run_backtest, score, write_forecasts
+    from trainer.backtest import find_scorer, load_benchmark, origins_for
 
     config = _load_config(args, {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days,
                                  "model.center": args.center})
@@ -656,20 +685,67 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except PanelError as exc:
         print(f"tft-trainer: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    spec = _spec(config, list(data.panel.signals))
+    if args.init_from is not None and _refused_init(args.init_from, spec, data.multivariate):
+        return EXIT_USAGE
+    runs = 2 if args.init_from is not None else 1
     # The budget covers the whole command: keep a margin for loading, inference and writing.
-    budget = args.time_budget if args.time_budget is not None else 25.0
+    budget = (args.time_budget if args.time_budget is not None else 25.0) / runs
     settings = _settings(args, config, budget)
     n_origins = sum(len(origins_for(int(n), int(t))) for n, t in zip(data.lengths, data.n_train, strict=True))
     settings.time_budget_seconds = max(60.0, budget * 60 - 60 - 0.02 * n_origins)
     settings.batches_per_epoch = args.batches_per_epoch or 50
     settings.max_epochs = args.max_epochs or 200
     settings.early_stopping_patience = max(settings.early_stopping_patience, 6)
-    spec = _spec(config, list(data.panel.signals))
     log.info("backtest on %s: %d series, %d origins; parameters fitted once on the training parts, "
              "initial weights: %s; inputs: %s", args.data, len(data.series_ids), n_origins,
-             args.init_from or "none (trained from scratch)",
+             f"none, then {args.init_from} (two runs)" if args.init_from else "none (trained from scratch)",
              f"each series with its host's other metrics ({len(data.panel.instances)} hosts x "
              f"{len(data.panel.signals)} metric kinds)" if data.multivariate else "each series on its own")
+    scorer = args.score or find_scorer(args.data)
+    if args.init_from is None:
+        return _backtest_run(args, data, spec, settings, args.out, args.report, args.save_model, scorer)
+    scratch_out = args.out.with_name(f"{args.out.stem}.scratch{args.out.suffix}")
+    scratch_report = args.report.with_name(f"{args.report.stem}.scratch{args.report.suffix}") if args.report \
+        else None
+    settings.initial_weights = None
+    code = _backtest_run(args, data, spec, settings, scratch_out, scratch_report, None, scorer, "tft-scratch")
+    if code != EXIT_OK:
+        return code
+    settings.initial_weights = args.init_from / "model.safetensors"
+    return _backtest_run(args, data, spec, settings, args.out, args.report, args.save_model, scorer,
+                         "tft-pretrained")
+
+
+def _refused_init(model_dir: Path, spec: ModelSpec, multivariate: bool) -> bool:
+    """Print why ``--init-from`` cannot start this backtest's network, if it cannot (before any training)."""
+    from forecaster.contract.artifacts import ModelLoadError, read_metadata
+    from forecaster.contract.model import ModelSpec
+
+    if not (model_dir / "model.safetensors").is_file():
+        print(f"tft-trainer: --init-from {model_dir}: no model.safetensors there", file=sys.stderr)
+        return True
+    try:
+        start = ModelSpec.from_json(read_metadata(model_dir)["spec"])
+    except (ModelLoadError, KeyError, TypeError, ValueError) as exc:
+        print(f"tft-trainer: --init-from {model_dir}: unreadable model ({exc})", file=sys.stderr)
+        return True
+    differ = [f for f in _SHAPE_FIELDS if getattr(start, f) != getattr(spec, f)]
+    if differ:
+        hint = (" (a multivariate dataset: --univariate fits the one-signal shape `tft-trainer pretrain` writes)"
+                if multivariate and len(start.signals) == 1 else "")
+        print(f"tft-trainer: --init-from {model_dir}: its network differs from this backtest's in "
+              f"{', '.join(differ)}{hint}", file=sys.stderr)
+        return True
+    return False
+
+
+def _backtest_run(args: argparse.Namespace, data: Any, spec: ModelSpec, settings: TrainSettings, out: Path,
+                  report_path: Path | None, save_model: Path | None, scorer: Path | None, name: str = "tft") -> int:
+    import json
+
+    from trainer.backtest import run_backtest, score, write_forecasts
+
     try:
         done = run_backtest(data, spec, settings)
     except ValueError as exc:
@@ -678,20 +754,95 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if done is None:  # a rank other than 0 of a distributed run: rank 0 forecasts and writes
         return EXIT_OK
     forecasts, report = done
-    write_forecasts(forecasts, args.out)
-    if args.save_model is not None:
+    write_forecasts(forecasts, out)
+    if save_model is not None:
         from forecaster.contract.artifacts import save_model_dir
 
-        save_model_dir(report.pop("model"), args.save_model)
-        log.info("saved the fitted model to %s", args.save_model)
+        save_model_dir(report.pop("model"), save_model)
+        log.info("saved the fitted model to %s", save_model)
     report.pop("model", None)
-    log.info("wrote %d forecast rows to %s in %.0fs", len(forecasts), args.out, report["total_seconds"])
-    if args.report is not None:
-        args.report.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    scorer = args.score or find_scorer(args.data)
+    log.info("wrote %d forecast rows to %s in %.0fs", len(forecasts), out, report["total_seconds"])
+    if report_path is not None:
+        report_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     if scorer is not None:
-        return EXIT_FAIL if score(scorer, args.data, args.out, "tft") != 0 else EXIT_OK
-    log.info("score.py not found beside %s; score with: python score.py %s %s", args.data, args.data, args.out)
+        return EXIT_FAIL if score(scorer, args.data, out, name) != 0 else EXIT_OK
+    log.info("score.py not found beside %s; score with: python score.py %s %s", args.data, args.data, out)
+    return EXIT_OK
+
+
+def _parse_seeds(text: str) -> tuple[int, ...]:
+    """``101-105`` or ``3,5,8``; raises UsageError on anything else."""
+    try:
+        if "-" in text.strip("-"):
+            first, last = (int(x) for x in text.split("-", 1))
+            if last < first:
+                raise ValueError
+            return tuple(range(first, last + 1))
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: give FIRST-LAST or a comma-separated list of whole numbers") from None
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from trainer.corpus import CorpusError, CorpusPlan
+
+    plan_args: dict[str, Any] = {"hosts": args.hosts, "days": args.days,
+                                 "datasets": tuple(str(p) for p in args.dataset)}
+    try:
+        if args.seeds is not None:
+            plan_args["seeds"] = _parse_seeds(args.seeds)
+    except UsageError as exc:
+        print(f"tft-trainer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.scenarios is not None:
+        plan_args["scenarios"] = tuple(x.strip() for x in args.scenarios.split(",") if x.strip())
+    plan = CorpusPlan(**plan_args)
+    from trainer.corpus import build_corpus
+
+    try:
+        summary = build_corpus(plan, args.out, fleet_out=args.fleet_out)
+    except CorpusError as exc:
+        print(f"tft-trainer: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    datasets = ", ".join(f"{n} from {name}" for name, n in summary.dataset_series.items()) or "no dataset"
+    print(f"corpus {summary.path}: {summary.series} series, {summary.points} points ({summary.simulated_series} "
+          f"simulated; {datasets}) in {summary.seconds:.0f}s")
+    return EXIT_OK
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from forecaster.contract.panel import PanelError
+
+    config = _load_config(args, {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days,
+                                 "model.center": args.center})
+    if config is None:
+        return EXIT_USAGE
+    if not args.corpus.is_file():
+        print(f"tft-trainer: --corpus {args.corpus}: no such file (build one with tft-trainer corpus)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.init_from is not None and not (args.init_from / "model.safetensors").is_file():
+        print(f"tft-trainer: --init-from {args.init_from}: no model.safetensors there", file=sys.stderr)
+        return EXIT_USAGE
+    if _refused_launch(args) or _refused_work_dir(config):
+        return EXIT_USAGE
+    import torch
+
+    from forecaster.contract.artifacts import save_model_dir
+    from trainer.corpus import pretrain
+
+    torch.set_num_threads(config.trainer.torch_threads)
+    settings = _settings(args, config, 60.0)
+    try:
+        result = pretrain(args.corpus, lambda signals: _spec(config, signals), settings)
+    except (PanelError, ValueError) as exc:
+        print(f"tft-trainer: {exc}", file=sys.stderr)
+        return EXIT_NO_DATA
+    if result is None:  # a rank other than 0 of a distributed run
+        return EXIT_OK
+    save_model_dir(result.model, args.out)
+    print(f"pretrained model {args.out}: {result.epochs} epochs, {result.samples_seen} windows in "
+          f"{result.seconds:.0f}s, best validation loss {result.best_val_loss:.4f} ({result.stopped_because})")
     return EXIT_OK
 
 
