@@ -157,3 +157,14 @@ def test_pretrain_then_backtest_from_it_reports_both_from_scratch_and_from_pretr
                  "--init-from", str(pretrained), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "its network differs from this backtest's in signals" in err and "--univariate" in err
+
+
+def test_the_shipped_pretrained_model_loads_and_fits_a_univariate_backtest_of_the_default_config() -> None:
+    """`models/pretrained` must stay a valid start for `backtest --init-from`: a change of the model defaults
+    that changes the network's shape must come with a rebuilt pretrained model (models/README.md)."""
+    from forecaster.contract.artifacts import load_model_dir
+    from trainer.cli import _SHAPE_FIELDS, _spec
+
+    model = load_model_dir(Path(__file__).resolve().parent.parent / "models" / "pretrained")
+    spec = _spec(load_config(None), ["value"])
+    assert {f: getattr(model.spec, f) for f in _SHAPE_FIELDS} == {f: getattr(spec, f) for f in _SHAPE_FIELDS}
