@@ -323,11 +323,29 @@ def backfill(fleet: Fleet, *, days: float, out_dir: Path, interval: float = 60.0
     logger.info("%d incidents written to %s", len(records), result.incidents_path)
 
     if parquet is not None:
-        parquet = Path(parquet)
-        parquet.parent.mkdir(parents=True, exist_ok=True)
-        frame = fleet.signal_frame(start + RATE_WINDOW, end, step=300.0)
-        frame.to_parquet(parquet, index=False)
-        write_incidents(parquet.with_name(parquet.stem + ".incidents.json"), document)
-        result.parquet_path = parquet
-        logger.info("%d rows of signals written to %s", len(frame), parquet)
+        result.parquet_path = write_history(fleet, start, end, Path(parquet), document)
+        logger.info("signals every 5 minutes written to %s", parquet)
     return result
+
+
+def write_history(fleet: Fleet, start: float, end: float, path: Path, document: dict | None = None) -> Path:
+    """The fleet's signals every 5 minutes over ``[start + 5 min, end]`` as a training history
+    (``instance, timestamp, <signal>...``, what ``tft-trainer train --parquet`` reads) and its ground truth
+    beside it as ``<stem>.incidents.json`` (seed, scenario, incidents). Both are written under temporary
+    names first, so an interrupted run leaves no history without its ground truth."""
+    if document is None:
+        document = incidents_document(fleet.incidents(start, end), seed=fleet.seed, scenario=fleet.scenario,
+                                      anchor=fleet.anchor, start=start, end=end, hosts=fleet.names,
+                                      jobs=fleet.job_runs(start, end))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    truth = path.with_name(path.stem + ".incidents.json")
+    staged = {path: path.with_name(f".{path.name}.tmp"), truth: truth.with_name(f".{truth.name}.tmp")}
+    try:
+        fleet.signal_frame(start + RATE_WINDOW, end, step=300.0).to_parquet(staged[path], index=False)
+        write_incidents(staged[truth], document)
+        for final, tmp in staged.items():
+            os.replace(tmp, final)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+    return path

@@ -5,6 +5,7 @@
                  [--web.config.file FILE]
     tft-exporter backfill --days D --out DIR [--interval 60s] [--parquet FILE] [--no-blocks] ...
     tft-exporter incidents [--from T] [--to T] [--out FILE] ...
+    tft-exporter history --out FILE.parquet [--days D] ...   (signals every 5 min + ground truth)
 
 Flags override the ``exporter:`` section of ``--config.file``. Every usage or config problem
 ends with one line on stderr and exit status 2; a runtime failure (port in use, promtool
@@ -81,6 +82,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                             help="a progress line with the total and the time left on stderr "
                                  "(default: when stderr is a terminal; logs only otherwise)")
+    elif command == "history":
+        parser.add_argument("--days", type=float, default=30.0, help="days of history (default: 30)")
+        parser.add_argument("--out", required=True, type=Path, metavar="FILE",
+                            help="Parquet file of the signals every 5 minutes (what tft-trainer train --parquet "
+                                 "and tft-trainer corpus --fleet read); FILE-stem.incidents.json beside it")
     elif command == "incidents":
         parser.add_argument("--from", dest="start", metavar="TIME", help="default: anchor - 1 day")
         parser.add_argument("--to", dest="end", metavar="TIME", help="default: anchor + 1 day")
@@ -173,6 +179,21 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    """The fleet's signal history without the OpenMetrics text or blocks of ``backfill``: a second per fleet."""
+    from exporter.backfill import MAX_DAYS, time_grid, write_history
+
+    if args.out.suffix != ".parquet":
+        raise UsageError(f"--out {args.out}: the history is a .parquet file")
+    if not 0 < args.days <= MAX_DAYS:
+        raise UsageError(f"--days must be in (0, {MAX_DAYS:g}], got {args.days:g}")
+    fleet = _fleet(_config(args), time.time())
+    times = time_grid(args.days, 60.0, fleet.anchor, time.time())
+    path = write_history(fleet, float(times[0]), float(times[-1]), args.out)
+    print(f"history of {len(fleet)} hosts ({fleet.scenario}, seed {fleet.seed}), {args.days:g} days: {path}")
+    return 0
+
+
 def cmd_incidents(args: argparse.Namespace) -> int:
     from exporter.incidents import incidents_document, write_incidents
 
@@ -198,7 +219,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "serve": cmd_serve, "backfill": cmd_backfill, "incidents": cmd_incidents,
+    "serve": cmd_serve, "backfill": cmd_backfill, "incidents": cmd_incidents, "history": cmd_history,
 }
 
 

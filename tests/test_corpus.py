@@ -14,15 +14,24 @@ import pandas as pd
 import pytest
 import yaml
 
+from exporter.cli import main as exporter_main
 from forecaster.contract.config import load_config
-from tests.modelkit import TINY
+from tests.modelkit import THRESHOLDS, TINY
 from trainer.backtest import load_benchmark
 from trainer.cli import main
 from trainer.corpus import CorpusError, CorpusPlan, build_corpus, check_no_test_part
 from trainer.history import parquet_history
 
 TEST_MARK = 1e6  # every test-part value of the toy dataset: one of them in the corpus is a leak
-SMALL_SIM = {"seeds": (101,), "scenarios": ("degrading",), "hosts": 2, "days": 2.0}
+ANCHOR = "2025-01-06T00:00:00Z"
+
+
+def _fleet(tmp_path: Path, seed: int = 101, scenario: str = "degrading", days: int = 2) -> Path:
+    """A simulated fleet of two hosts as `tft-exporter history` writes it (history + ground truth)."""
+    path = tmp_path / "fleets" / f"{scenario}-s{seed}.parquet"
+    assert exporter_main(["history", "--seed", str(seed), "--scenario", scenario, "--hosts", "2", "--days",
+                          str(days), "--anchor", ANCHOR, "--out", str(path)]) == 0
+    return path
 
 
 def _dataset(tmp_path: Path, n: int = 5 * 288, sidecar: bool = True) -> Path:
@@ -46,13 +55,16 @@ def _dataset(tmp_path: Path, n: int = 5 * 288, sidecar: bool = True) -> Path:
 
 
 def test_the_corpus_holds_only_training_parts_at_the_same_time_of_day_and_week(tmp_path: Path) -> None:
-    data = _dataset(tmp_path)
+    data, fleet = _dataset(tmp_path), _fleet(tmp_path)
     out = tmp_path / "corpus" / "corpus.parquet"
-    fleet = tmp_path / "corpus" / "fleet.parquet"
-    summary = build_corpus(CorpusPlan(**SMALL_SIM, datasets=(str(data),)), out, fleet_out=fleet)
+    fleets_out = tmp_path / "corpus" / "fleets.parquet"
+    summary = build_corpus(CorpusPlan(fleets=(str(fleet),), datasets=(str(data),)), out, THRESHOLDS,
+                           fleet_out=fleets_out)
     corpus = pd.read_parquet(out)
     meta = pd.read_csv(out.with_name("corpus.series.csv")).set_index("series_id")
     source = pd.read_parquet(data)
+    history = pd.read_parquet(fleet)
+    start = history["timestamp"].min().timestamp()
     assert (corpus["value"] < TEST_MARK).all()  # not one test-part value
     n = 5 * 288
     for sid, n_train in {"toy/a": n - 2 * 288, "toy/b": n - 2 * 288, "toy/c": int(0.7 * n)}.items():
@@ -63,21 +75,25 @@ def test_the_corpus_holds_only_training_parts_at_the_same_time_of_day_and_week(t
         np.testing.assert_array_equal(mine["imputed"], original["imputed"])
         moved = (mine["timestamp"] - original["timestamp"]).unique()
         assert len(moved) == 1 and moved[0] % pd.Timedelta(weeks=1) == pd.Timedelta(0)  # whole weeks only
-        assert abs(mine["timestamp"].iloc[0].timestamp() - CorpusPlan(**SMALL_SIM).start) < 7 * 86400
-    # Simulated: every host signal of the fleet, thresholds of the signals, a host per fleet and host.
+        assert 0 <= mine["timestamp"].iloc[0].tz_localize("UTC").timestamp() - start < 7 * 86400
+    # The fleet: every host signal, with the configured signal's threshold, a host per fleet and instance.
     sim = meta[meta.index.str.startswith("sim/")]
-    assert summary.simulated_series == len(sim) == 2 * 4
-    assert set(sim["host"].str.rsplit("/", n=1).str[-1]) == {"web-01", "db-02"}
-    assert sim.loc[sim.index.str.endswith("/iowait"), "threshold"].eq(0.3).all()
+    assert summary.fleet_series == len(sim) == 2 * 4
+    assert set(sim["host"]) == {"sim/degrading-s101/web-01", "sim/degrading-s101/db-02"}
+    assert sim.loc[sim.index.str.endswith("/iowait"), "threshold"].eq(THRESHOLDS["iowait"]).all()
+    assert sim["source"].eq("degrading-s101.parquet: simulator seed 101 degrading").all()
+    web_cpu = corpus[corpus.series_id == "sim/degrading-s101/web-01/cpu"]
+    original = history[history.instance == "web-01"]
+    np.testing.assert_array_equal(web_cpu["value"], original["cpu"])
+    assert (web_cpu["timestamp"].dt.tz_localize("UTC").to_numpy() == original["timestamp"].to_numpy()).all()
     assert summary.dataset_series == {"toy.parquet": 3} and summary.series == len(meta) == 11
     manifest = json.loads(out.with_name("corpus.json").read_text())
-    assert manifest["plan"]["seeds"] == [101] and manifest["plan"]["datasets"] == [str(data)]
-    # The simulated part is also a training history for the shipped model's signals, as `train --parquet` reads it.
-    history = parquet_history(fleet, load_config(None)).panel
-    assert history.instances == ["degrading-s101-db-02", "degrading-s101-web-01"]
-    assert history.signals == ["cpu", "memory", "filesystem", "iowait"] and history.n_times == 2 * 288
-    web_cpu = corpus[corpus.series_id == "sim/degrading-s101/web-01/cpu"]["value"].to_numpy(np.float32)
-    np.testing.assert_allclose(history.values[1, 0], web_cpu, rtol=1e-6)
+    assert manifest["plan"] == {"fleets": [str(fleet)], "datasets": [str(data)]}
+    # The fleets, together, are also a training history of the configured signals, as `train --parquet` reads it.
+    panel = parquet_history(fleets_out, load_config(None)).panel
+    assert panel.instances == ["degrading-s101-db-02", "degrading-s101-web-01"]
+    assert panel.signals == ["cpu", "memory", "filesystem", "iowait"] and panel.n_times == 2 * 288
+    np.testing.assert_allclose(panel.values[1, 0], web_cpu["value"].to_numpy(np.float32), rtol=1e-6)
     # The corpus reads as a protocol dataset in which everything is training data.
     loaded = load_benchmark(out, univariate=True)
     np.testing.assert_array_equal(loaded.n_train, loaded.lengths)
@@ -86,34 +102,35 @@ def test_the_corpus_holds_only_training_parts_at_the_same_time_of_day_and_week(t
 def test_the_leak_check_catches_one_test_point_however_it_got_in(tmp_path: Path) -> None:
     data = _dataset(tmp_path)
     out = tmp_path / "corpus.parquet"
-    plan = CorpusPlan(**SMALL_SIM, datasets=(str(data),))
-    build_corpus(plan, out)
+    build_corpus(CorpusPlan(datasets=(str(data),)), out, THRESHOLDS)
     corpus = pd.read_parquet(out)
-    check_no_test_part(corpus, [data], plan.start)  # the written corpus passes
+    start = int(pd.Timestamp("2000-01-01").tz_localize("UTC").timestamp())  # the earliest series: the start
+    check_no_test_part(corpus, [data], start)  # the written corpus passes
     last = corpus[corpus.series_id == "toy/a"].iloc[[-1]].copy()
     one_more = last.assign(timestamp=last["timestamp"] + pd.Timedelta(minutes=5))  # the first test point
     with pytest.raises(CorpusError, match=r"toy/a: .*more than its 864 training points"):
-        check_no_test_part(pd.concat([corpus, one_more]), [data], plan.start)
+        check_no_test_part(pd.concat([corpus, one_more]), [data], start)
     swapped = corpus.copy()
     swapped.loc[swapped.index[swapped.series_id == "toy/b"][-1], "value"] = TEST_MARK
     with pytest.raises(CorpusError, match=r"toy/b: .*not its training part"):
-        check_no_test_part(swapped, [data], plan.start)
+        check_no_test_part(swapped, [data], start)
 
 
 def test_evaluation_seeds_bad_sources_and_failed_builds_are_refused_without_leaving_files(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "corpus.parquet"
-    assert main(["corpus", "--out", str(out), "--seeds", "5-8", "--hosts", "1", "--days", "1"]) == 2
-    assert "seed(s) 7 are held out for evaluation" in capsys.readouterr().err
-    assert main(["corpus", "--out", str(out), "--seeds", "x-y"]) == 2
-    assert "--seeds 'x-y'" in capsys.readouterr().err
+    out = tmp_path / "out" / "corpus.parquet"
+    held_out = _fleet(tmp_path, seed=7)
+    assert main(["corpus", "--out", str(out), "--fleet", str(held_out)]) == 2
+    assert "simulator seed 7 is held out for evaluation" in capsys.readouterr().err
+    assert main(["corpus", "--out", str(out)]) == 2
+    assert "nothing to put in the corpus" in capsys.readouterr().err
     assert main(["corpus", "--out", str(out), "--dataset", str(tmp_path / "nope.parquet")]) == 2
-    assert "nope.parquet: no such file" in capsys.readouterr().err
+    assert "dataset " + str(tmp_path / "nope.parquet") + ": no such file" in capsys.readouterr().err
     data = _dataset(tmp_path)
-    assert main(["corpus", "--out", str(out), "--seeds", "101", "--hosts", "1", "--days", "1",
-                 "--dataset", str(data), "--dataset", str(data)]) == 2
+    assert main(["corpus", "--out", str(out), "--fleet", str(_fleet(tmp_path)), "--dataset", str(data),
+                 "--dataset", str(data)]) == 2
     assert "comes from two sources" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.parquet", "toy.series.csv"]  # nothing half-written
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # nothing half-written
 
 
 def test_pretrain_then_backtest_from_it_reports_both_from_scratch_and_from_pretrained(
@@ -124,8 +141,9 @@ def test_pretrain_then_backtest_from_it_reports_both_from_scratch_and_from_pretr
     config.write_text(yaml.safe_dump(cfg))
     data = _dataset(tmp_path)
     corpus = tmp_path / "corpus.parquet"
-    assert main(["corpus", "--out", str(corpus), "--seeds", "101", "--scenarios", "critical", "--hosts", "2",
-                 "--days", "3", "--dataset", str(data)]) == 0
+    fleet = _fleet(tmp_path, scenario="critical", days=3)
+    assert main(["--config.file", str(config), "corpus", "--out", str(corpus), "--fleet", str(fleet),
+                 "--dataset", str(data)]) == 0
     pretrained = tmp_path / "pretrained"
     assert main(["--config.file", str(config), "pretrain", "--corpus", str(corpus), "--out", str(pretrained),
                  "--max-epochs", "1", "--batches-per-epoch", "2", "--no-progress"]) == 0

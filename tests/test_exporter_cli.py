@@ -39,6 +39,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int, *
     (["--web.listen-address", "8920"], ["listen address"]),
     (["backfill", "--days", "-1", "--out", "/tmp/never"], ["--days"]),
     (["incidents", "--scenario", "nope"], ["--scenario"]),
+    (["history", "--out", "/tmp/never.csv"], ["--out", ".parquet"]),
+    (["history", "--days", "0", "--out", "/tmp/never.parquet"], ["--days"]),
     (["--no-such-flag"], ["--no-such-flag"]),
 ])
 def test_bad_input_is_one_line_with_status_2(args: list[str], words: list[str]) -> None:
@@ -89,6 +91,23 @@ def test_incidents_command_writes_ground_truth(tmp_path: Path) -> None:
     assert doc["anchor"] == "2025-06-15T15:06:00Z" and doc["hosts"] == ["web-01", "db-02", "batch-03", "cache-04"]
     scripted = [i for i in doc["incidents"] if i["scripted"]]
     assert [i["instance"] for i in scripted] == ["web-01"]
+
+
+def test_history_command_writes_the_signals_every_5_minutes_and_their_ground_truth(tmp_path: Path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "fleet.parquet"
+    proc = run("history", "--hosts", "2", "--seed", "101", "--scenario", "critical", "--days", "1", "--anchor",
+               "2025-01-06T00:00:00Z", "--out", str(out), "--log.level", "warn")
+    assert proc.returncode == 0, proc.stderr
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == ["instance", "timestamp", "cpu", "memory", "filesystem", "iowait"]
+    assert frame.groupby("instance").size().to_dict() == {"db-02": 288, "web-01": 288}
+    assert frame["timestamp"].max() == pd.Timestamp("2025-01-06T00:00:00Z")
+    assert (frame["timestamp"].diff().dropna().dt.total_seconds().isin([300, -86100])).all()
+    doc = json.loads((tmp_path / "fleet.incidents.json").read_text())
+    assert (doc["seed"], doc["scenario"], doc["hosts"]) == (101, "critical", ["web-01", "db-02"])
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
 def test_backfill_without_blocks_prints_the_promtool_command(tmp_path: Path) -> None:

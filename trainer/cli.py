@@ -120,20 +120,17 @@ def _parser() -> argparse.ArgumentParser:
                         "metrics as inputs (the ablation)")
     lightning_flags(b)
 
-    c = sub.add_parser("corpus", help="build the pretraining corpus: simulated fleets over many seeds and the "
-                                      "training parts of protocol datasets (never their test parts)")
+    c = sub.add_parser("corpus", help="build the pretraining corpus: training histories of (simulated) fleets and "
+                                      "the training parts of protocol datasets (never their test parts)")
     c.add_argument("--out", type=Path, required=True, help="corpus file to write (.parquet; its sidecar and a "
                                                             "JSON manifest are written beside it)")
-    c.add_argument("--dataset", type=Path, action="append", default=[],
-                   help="a protocol dataset whose training parts go in (repeatable)")
-    c.add_argument("--seeds", default=None,
-                   help="simulator seeds, comma-separated or FIRST-LAST (default 101-105; 7 and 42 are held out)")
-    c.add_argument("--scenarios", default=None, help="simulator scenarios (default: healthy,degrading,critical)")
-    c.add_argument("--hosts", type=_positive_int, default=20, help="hosts per simulated fleet (default 20)")
-    c.add_argument("--days", type=_positive_float, default=30.0, help="days per simulated fleet (default 30)")
+    c.add_argument("--fleet", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
+                   help="training histories (tft-exporter history, or what train --parquet reads) whose every "
+                        "host signal goes in")
+    c.add_argument("--dataset", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
+                   help="protocol datasets whose training parts go in")
     c.add_argument("--fleet-out", type=Path, default=None,
-                   help="also write the simulated fleets as one history for tft-trainer train --parquet "
-                        "(the shipped model's corpus)")
+                   help="also write the fleets as one history for tft-trainer train --parquet")
 
     pt = sub.add_parser("pretrain", help="train one univariate model on a corpus, for backtest --init-from")
     pt.add_argument("--corpus", type=Path, required=True, help="corpus file (tft-trainer corpus)")
@@ -770,43 +767,22 @@ def _backtest_run(args: argparse.Namespace, data: Any, spec: ModelSpec, settings
     return EXIT_OK
 
 
-def _parse_seeds(text: str) -> tuple[int, ...]:
-    """``101-105`` or ``3,5,8``; raises UsageError on anything else."""
-    try:
-        if "-" in text.strip("-"):
-            first, last = (int(x) for x in text.split("-", 1))
-            if last < first:
-                raise ValueError
-            return tuple(range(first, last + 1))
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise UsageError(f"--seeds {text!r}: give FIRST-LAST or a comma-separated list of whole numbers") from None
-
-
 def cmd_corpus(args: argparse.Namespace) -> int:
-    from trainer.corpus import CorpusError, CorpusPlan
+    from trainer.corpus import CorpusError, CorpusPlan, build_corpus
 
-    plan_args: dict[str, Any] = {"hosts": args.hosts, "days": args.days,
-                                 "datasets": tuple(str(p) for p in args.dataset)}
-    try:
-        if args.seeds is not None:
-            plan_args["seeds"] = _parse_seeds(args.seeds)
-    except UsageError as exc:
-        print(f"tft-trainer: {exc}", file=sys.stderr)
+    config = _load_config(args, {})
+    if config is None:
         return EXIT_USAGE
-    if args.scenarios is not None:
-        plan_args["scenarios"] = tuple(x.strip() for x in args.scenarios.split(",") if x.strip())
-    plan = CorpusPlan(**plan_args)
-    from trainer.corpus import build_corpus
-
+    plan = CorpusPlan(fleets=tuple(str(p) for p in args.fleet), datasets=tuple(str(p) for p in args.dataset))
     try:
-        summary = build_corpus(plan, args.out, fleet_out=args.fleet_out)
+        summary = build_corpus(plan, args.out, {s.name: s.threshold for s in config.signals},
+                               fleet_out=args.fleet_out)
     except CorpusError as exc:
         print(f"tft-trainer: {exc}", file=sys.stderr)
         return EXIT_USAGE
     datasets = ", ".join(f"{n} from {name}" for name, n in summary.dataset_series.items()) or "no dataset"
-    print(f"corpus {summary.path}: {summary.series} series, {summary.points} points ({summary.simulated_series} "
-          f"simulated; {datasets}) in {summary.seconds:.0f}s")
+    print(f"corpus {summary.path}: {summary.series} series, {summary.points} points ({summary.fleet_series} "
+          f"from {len(plan.fleets)} fleet(s); {datasets}) in {summary.seconds:.0f}s")
     return EXIT_OK
 
 

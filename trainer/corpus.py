@@ -6,18 +6,22 @@ looks like than fresh weights do. The corpus is written in the benchmark protoco
 (``shared/bench/PROTOCOL.md`` section 1: a Parquet file and its ``.series.csv`` sidecar), so
 :func:`trainer.backtest.load_benchmark` reads it and every series in it is training data (``n_train = n``).
 
+Fleets come in as training histories, the files ``tft-trainer train --parquet`` reads (``tft-exporter
+history`` writes one per simulated fleet, with its ground truth beside it): the trainer never runs the
+simulator, as it never reads anything but Prometheus or files in serving's formats.
+
 Two rules keep the benchmarks honest:
 
 - **No test part.** Of a dataset only the first ``n_train`` points of each series go in (the sidecar's
   ``n_train``, else the protocol's ``floor(0.7 n)``); :func:`check_no_test_part` verifies the written
   corpus against the datasets before the corpus is published, and the build fails otherwise.
-- **No evaluation seed.** The simulator seeds that ``benchmarks/early_warning.py`` and the demo evaluate
-  on (:data:`EVALUATION_SEEDS`) are refused, so "seeds the model never saw" stays true.
+- **No evaluation seed.** A fleet whose ground truth names a seed that ``benchmarks/early_warning.py`` or
+  the demo evaluates on (:data:`EVALUATION_SEEDS`) is refused, so "seeds the model never saw" stays true.
 
-Sources live in different years (NAB 2013-2014, SMD a synthetic 2000, the simulator today). Each series
-is moved by a whole number of weeks so that it starts within the week after the corpus's start: time of
-day and day of week, which the model reads, are unchanged, and the time grid stays weeks long instead of
-decades.
+Sources live in different years (NAB 2013-2014, SMD a synthetic 2000, simulated fleets wherever their
+anchor is). Each series is moved by a whole number of weeks so that it starts within the week after the
+corpus's start: time of day and day of week, which the model reads, are unchanged, and the time grid stays
+weeks long instead of decades.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,11 +47,9 @@ log = logging.getLogger(__name__)
 
 WEEK = 7 * 86400
 STEP = 300
-#: ``benchmarks/early_warning.py`` evaluates on seed 7, the demo simulates seed 42 by default.
-EVALUATION_SEEDS: frozenset[int] = frozenset({7, 42})
-#: A Monday at midnight UTC, not the anchor any benchmark or the demo simulates around.
-DEFAULT_ANCHOR = 1_736_121_600  # 2025-01-06T00:00:00Z
-DEFAULT_SEEDS: tuple[int, ...] = (101, 102, 103, 104, 105)
+#: ``benchmarks/early_warning.py`` evaluates on seed 7 (8 and 9 for more incidents), the demo simulates seed 42.
+EVALUATION_SEEDS: frozenset[int] = frozenset({7, 8, 9, 42})
+_NOT_SIGNALS = ("instance", "timestamp")
 
 
 class CorpusError(Exception):
@@ -58,35 +60,16 @@ class CorpusError(Exception):
 class CorpusPlan:
     """What goes into a corpus; written beside it as ``<corpus>.json`` so it can be rebuilt."""
 
-    seeds: tuple[int, ...] = DEFAULT_SEEDS
-    scenarios: tuple[str, ...] = ("healthy", "degrading", "critical")
-    hosts: int = 20
-    days: float = 30.0
-    anchor: int = DEFAULT_ANCHOR
+    fleets: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()
 
     def check(self) -> None:
-        from exporter.incidents import SCENARIOS
-
-        held_out = sorted(EVALUATION_SEEDS.intersection(self.seeds))
-        if held_out:
-            raise CorpusError(f"seed(s) {', '.join(map(str, held_out))} are held out for evaluation "
-                              "(benchmarks/early_warning.py, the demo); choose others")
-        unknown = [s for s in self.scenarios if s not in SCENARIOS]
-        if unknown:
-            raise CorpusError(f"unknown scenario(s) {', '.join(unknown)} (choose from {', '.join(SCENARIOS)})")
-        if self.hosts < 1 or not 0 < self.days <= 365:
-            raise CorpusError(f"hosts must be at least 1 and days in (0, 365], got {self.hosts} and {self.days:g}")
-        if not self.seeds and not self.datasets:
-            raise CorpusError("nothing to put in the corpus: no simulator seeds and no datasets")
-        for path in self.datasets:
-            if not Path(path).is_file():
-                raise CorpusError(f"dataset {path}: no such file")
-
-    @property
-    def start(self) -> int:
-        """The corpus's first time: the simulated fleets' first 5-minute step after their warm-up."""
-        return int(self.anchor - self.days * 86400) // STEP * STEP + STEP
+        if not self.fleets and not self.datasets:
+            raise CorpusError("nothing to put in the corpus: give --fleet and/or --dataset files")
+        for kind, paths in (("fleet", self.fleets), ("dataset", self.datasets)):
+            for path in paths:
+                if not Path(path).is_file():
+                    raise CorpusError(f"{kind} {path}: no such file")
 
 
 @dataclass
@@ -94,53 +77,85 @@ class CorpusSummary:
     path: Path
     series: int = 0
     points: int = 0
-    simulated_series: int = 0
+    fleet_series: int = 0
     dataset_series: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
 def _aligned(stamps: pd.Series, start: int) -> pd.Series:
     """``stamps`` (naive UTC) moved by whole weeks so the first lands in ``[start, start + 1 week)``."""
-    first = pd.Timestamp(stamps.iloc[0]).tz_localize("UTC").timestamp()
+    first = pd.Timestamp(stamps.min()).tz_localize("UTC").timestamp()
     weeks = math.ceil((start - first) / WEEK)
     return stamps + pd.Timedelta(weeks=weeks)
 
 
-def simulated_series(plan: CorpusPlan, on_fleet: Callable[[str], None] | None = None,
-                     fleet_frames: list[pd.DataFrame] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every host signal of every (seed, scenario) fleet as one series; returns (points, sidecar rows).
+@dataclass
+class _Fleet:
+    path: Path
+    frame: pd.DataFrame  # instance, timestamp (naive UTC), one column per signal
+    truth: dict[str, Any] | None  # the simulator's ground truth beside the file, if there is one
 
-    Every other fleet also runs the scheduled jobs and the led incidents (off by default in the simulator),
-    so the corpus holds every incident kind and both kinds of fleet. ``fleet_frames``, if given, receives
-    each fleet in the history format ``tft-trainer train --parquet`` reads (instances renamed per fleet).
-    """
-    from exporter.incidents import THRESHOLDS
-    from exporter.simulation import DEFAULT_SIGNAL_NAMES, Fleet
+    @property
+    def source(self) -> str:
+        if self.truth is None:
+            return self.path.name
+        return f"{self.path.name}: simulator seed {self.truth.get('seed')} {self.truth.get('scenario')}"
 
+
+def _read_fleet(path: Path) -> _Fleet:
+    """A training history and, beside it, its ``<stem>.incidents.json``; an evaluation seed is refused."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise CorpusError(f"cannot read {path}: {exc}") from exc
+    missing = {"instance", "timestamp"} - set(frame.columns)
+    if missing:
+        raise CorpusError(f"{path}: missing column(s) {', '.join(sorted(missing))} (a training history has "
+                          "instance, timestamp and one column per signal)")
+    stamps = pd.to_datetime(frame["timestamp"], utc=True)
+    frame = frame.assign(timestamp=stamps.dt.tz_localize(None), instance=frame["instance"].astype(str))
+    truth_path = path.with_name(path.stem + ".incidents.json")
+    truth = None
+    if truth_path.is_file():
+        try:
+            truth = json.loads(truth_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CorpusError(f"cannot read {truth_path}: {exc}") from exc
+        if truth.get("seed") in EVALUATION_SEEDS:
+            raise CorpusError(f"{path}: simulator seed {truth['seed']} is held out for evaluation "
+                              f"(seeds {', '.join(map(str, sorted(EVALUATION_SEEDS)))}: benchmarks/early_warning.py, "
+                              "the demo); simulate others")
+    return _Fleet(Path(path), frame, truth)
+
+
+def corpus_start(fleets: Sequence[_Fleet], datasets: Sequence[pd.DataFrame]) -> int:
+    """The corpus's first time: the earliest first timestamp of a fleet (of a dataset when there is none)."""
+    firsts = [f.frame["timestamp"].min() for f in fleets] or [d["timestamp"].min() for d in datasets]
+    return int(min(pd.Timestamp(t).tz_localize("UTC").timestamp() for t in firsts)) // STEP * STEP
+
+
+def fleet_series(fleet: _Fleet, thresholds: dict[str, float], start: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every (host, signal) of a fleet as one series, aligned to ``start`` by whole weeks; returns
+    (points, sidecar rows). Columns that are not one of ``thresholds``' signals are left out."""
+    frame = fleet.frame.sort_values(["instance", "timestamp"])
+    frame = frame.assign(timestamp=_aligned(frame["timestamp"], start))
+    # A simulated fleet (its ground truth beside it) is ``sim/<file stem>/``, any other history ``fleet/<file stem>/``.
+    prefix = f"{'sim' if fleet.truth is not None else 'fleet'}/{fleet.path.stem}/"
+    signals = [c for c in frame.columns if c not in _NOT_SIGNALS and c in thresholds]
+    skipped = [c for c in frame.columns if c not in _NOT_SIGNALS and c not in thresholds]
+    if skipped:
+        log.info("%s: columns %s are not configured signals; left out", fleet.path.name, ", ".join(skipped))
     frames, rows = [], []
-    fleets = [(seed, scenario) for seed in plan.seeds for scenario in plan.scenarios]
-    for k, (seed, scenario) in enumerate(fleets, start=1):
-        started = time.monotonic()
-        extras = k % 2 == 0
-        fleet = Fleet(plan.hosts, seed=seed, scenario=scenario, anchor=plan.anchor, jobs=extras, led=extras)
-        wide = fleet.signal_frame(plan.anchor - plan.days * 86400 + STEP, plan.anchor, step=STEP)
-        if fleet_frames is not None:
-            fleet_frames.append(wide.assign(instance=f"{scenario}-s{seed}-" + wide["instance"]))
-        wide["timestamp"] = wide["timestamp"].dt.tz_localize(None)
-        source = f"simulator seed {seed} {scenario}" + (" + scheduled jobs + led incidents" if extras else "")
-        for signal in DEFAULT_SIGNAL_NAMES:
-            host = "sim/" + scenario + f"-s{seed}/" + wide["instance"]
-            part = pd.DataFrame({"series_id": host + "/" + signal, "timestamp": wide["timestamp"],
-                                 "value": wide[signal].astype(np.float64), "imputed": False})
-            frames.append(part)
-            for sid, n in part.groupby("series_id", sort=False).size().items():
-                rows.append({"series_id": sid, "n": int(n), "n_train": int(n), "threshold": THRESHOLDS[signal],
-                             "kind": "ratio", "source": source, "host": sid.rsplit("/", 1)[0]})
-        if on_fleet is not None:
-            on_fleet(f"fleet {k}/{len(fleets)}: {source}, {plan.hosts} hosts x {plan.days:g} days in "
-                     f"{time.monotonic() - started:.1f}s")
+    for signal in signals:
+        part = pd.DataFrame({"series_id": prefix + frame["instance"] + "/" + signal, "timestamp": frame["timestamp"],
+                             "value": pd.to_numeric(frame[signal], errors="coerce").astype(np.float64),
+                             "imputed": False})
+        frames.append(part)
+        for sid, n in part.groupby("series_id", sort=False).size().items():
+            rows.append({"series_id": sid, "n": int(n), "n_train": int(n), "threshold": thresholds[signal],
+                         "kind": "ratio", "source": fleet.source, "host": str(sid).rsplit("/", 1)[0]})
     if not frames:
-        return pd.DataFrame(columns=["series_id", "timestamp", "value", "imputed"]), pd.DataFrame()
+        raise CorpusError(f"{fleet.path}: no column of a configured signal ({', '.join(thresholds)})")
     return pd.concat(frames, ignore_index=True), pd.DataFrame(rows)
 
 
@@ -226,11 +241,12 @@ def check_no_test_part(corpus: pd.DataFrame, datasets: Sequence[Path], start: in
                 raise CorpusError(f"{sid}: the corpus holds values that are not its training part's")
 
 
-def build_corpus(plan: CorpusPlan, out: Path, on_step: Callable[[str], None] | None = None,
-                 fleet_out: Path | None = None) -> CorpusSummary:
+def build_corpus(plan: CorpusPlan, out: Path, thresholds: dict[str, float],
+                 on_step: Callable[[str], None] | None = None, fleet_out: Path | None = None) -> CorpusSummary:
     """Write the corpus to ``out`` (Parquet), its sidecar and ``<out>.json`` (the plan and the counts);
-    with ``fleet_out`` also the simulated fleets as one training history (what the shipped model trains on:
-    its signals are the simulator's, which the datasets' series are not).
+    with ``fleet_out`` also the fleets as one training history, instances renamed ``<file stem>-<instance>``
+    (what a global model of the fleets' own signals trains on: the datasets' series are not such signals).
+    ``thresholds`` are the breach levels of the signals taken from the fleets.
 
     The files are written beside their final names and renamed only after the leak check passed,
     so a failed build leaves no corpus that looks complete.
@@ -241,12 +257,19 @@ def build_corpus(plan: CorpusPlan, out: Path, on_step: Callable[[str], None] | N
         raise CorpusError(f"{out}: the corpus is a .parquet file")
     started = time.monotonic()
     say = on_step or log.info
-    fleets: list[pd.DataFrame] | None = [] if fleet_out is not None else None
-    points, sidecar = simulated_series(plan, on_fleet=say, fleet_frames=fleets)
-    summary = CorpusSummary(out, simulated_series=len(sidecar))
-    parts, metas = [points], [sidecar]
+    fleets = [_read_fleet(Path(p)) for p in plan.fleets]
+    datasets = [_read_dataset(Path(p))[0] for p in plan.datasets] if not fleets else []
+    start = corpus_start(fleets, datasets)
+    parts, metas = [], []
+    summary = CorpusSummary(out)
+    for fleet in fleets:
+        points, meta = fleet_series(fleet, thresholds, start)
+        parts.append(points)
+        metas.append(meta)
+        summary.fleet_series += len(meta)
+        say(f"{fleet.source}: {fleet.frame['instance'].nunique()} hosts, {len(meta)} series")
     for path in plan.datasets:
-        part, meta = dataset_training_parts(Path(path), plan.start)
+        part, meta = dataset_training_parts(Path(path), start)
         parts.append(part)
         metas.append(meta)
         summary.dataset_series[Path(path).name] = len(meta)
@@ -255,8 +278,8 @@ def build_corpus(plan: CorpusPlan, out: Path, on_step: Callable[[str], None] | N
     meta = pd.concat([m for m in metas if not m.empty], ignore_index=True)
     duplicated = meta["series_id"][meta["series_id"].duplicated()]
     if len(duplicated):
-        raise CorpusError(f"series {duplicated.iloc[0]!r} comes from two sources; give each dataset once")
-    check_no_test_part(corpus, [Path(p) for p in plan.datasets], plan.start)
+        raise CorpusError(f"series {duplicated.iloc[0]!r} comes from two sources; give each file once")
+    check_no_test_part(corpus, [Path(p) for p in plan.datasets], start)
     summary.series, summary.points = len(meta), len(corpus)
     summary.seconds = round(time.monotonic() - started, 1)
 
@@ -268,14 +291,14 @@ def build_corpus(plan: CorpusPlan, out: Path, on_step: Callable[[str], None] | N
     try:
         if fleet_out is not None:
             Path(fleet_out).parent.mkdir(parents=True, exist_ok=True)
-            pd.concat(fleets or [], ignore_index=True).to_parquet(staged[Path(fleet_out)], index=False)
+            _fleets_history(fleets, start).to_parquet(staged[Path(fleet_out)], index=False)
         corpus.to_parquet(staged[out], index=False)
         meta.to_csv(staged[sidecar_path], index=False)
         document = {"plan": asdict(plan), "series": summary.series, "points": summary.points,
-                    "simulated_series": summary.simulated_series, "dataset_series": summary.dataset_series,
-                    "build_seconds": summary.seconds,
+                    "fleet_series": summary.fleet_series, "dataset_series": summary.dataset_series,
+                    "fleets": [f.source for f in fleets], "build_seconds": summary.seconds,
                     "rule": "datasets: the first n_train points of each series only (checked); "
-                            f"simulator: no evaluation seed ({', '.join(map(str, sorted(EVALUATION_SEEDS)))})"}
+                            f"fleets: no evaluation seed ({', '.join(map(str, sorted(EVALUATION_SEEDS)))})"}
         staged[manifest_path].write_text(json.dumps(document, indent=2) + "\n")
         for final, tmp in staged.items():
             os.replace(tmp, final)
@@ -283,6 +306,15 @@ def build_corpus(plan: CorpusPlan, out: Path, on_step: Callable[[str], None] | N
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
     return summary
+
+
+def _fleets_history(fleets: Sequence[_Fleet], start: int) -> pd.DataFrame:
+    frames = []
+    for fleet in fleets:
+        frame = fleet.frame.sort_values(["instance", "timestamp"])
+        frames.append(frame.assign(instance=f"{fleet.path.stem}-" + frame["instance"],
+                                   timestamp=_aligned(frame["timestamp"], start).dt.tz_localize("UTC")))
+    return pd.concat(frames, ignore_index=True)
 
 
 def pretrain(corpus: Path, spec_for: Callable[[list[str]], ModelSpec], settings: TrainSettings,
