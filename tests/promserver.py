@@ -14,11 +14,40 @@ from typing import IO
 import requests
 import yaml
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, and never one this process handed out before.
+
+    A port is only reserved once its server binds it: a test that picks one for a Prometheus it starts
+    later (after a forecaster that picks its own) once got the same port twice, and Prometheus failed
+    with "address already in use".
+    """
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free port in 100 tries")
+
+
+class HeldPort:
+    """A free port kept bound until :meth:`release`: for a server that starts after the clients
+    configured with its address, so that no ``bind(0)`` of theirs (a forecaster, an exporter) gets it first."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = int(self._sock.getsockname()[1])
+        _HANDED_OUT.add(self.port)
+
+    def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 def prometheus_binary() -> str | None:

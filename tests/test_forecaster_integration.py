@@ -41,7 +41,7 @@ from forecaster.contract.registry import Registry
 from forecaster.serving.sharding import shard_of
 from forecaster.serving.snapshot import HORIZON_LABELS, horizon_index
 from tests.forecaster_harness import forecaster_config, shared_tiny_registry, start_forecaster
-from tests.promserver import PrometheusServer, free_port
+from tests.promserver import HeldPort, PrometheusServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,9 @@ def test_forecasts_for_every_simulated_host_reach_prometheus(
     now = time.time()
     fleet = Fleet(HOSTS, seed=7, scenario="degrading", anchor=math.ceil(now / 60) * 60)
     registry = _registry_at_step(shared_tiny_registry(tmp_path_factory), tmp_path / "models")
-    server = prometheus_factory(port=free_port())
+    # Prometheus starts after the forecaster and the exporter, which bind ports of their own meanwhile.
+    held = HeldPort()
+    server = prometheus_factory(port=held.port)
     server.workdir.mkdir(parents=True)
     server.data_dir.mkdir()
     _backfill(server.data_dir, tmp_path / "backfill", fleet, now)
@@ -130,6 +132,7 @@ def test_forecasts_for_every_simulated_host_reach_prometheus(
                      {"source_labels": ["__tmp_hash"], "target_label": "shard"},
                      {"source_labels": ["host"], "target_label": "instance"}]},
             ]
+            held.release()
             server.start()
 
             # Every simulated host's forecast, scraped back from the forecaster, with its own instance.
