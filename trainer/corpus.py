@@ -175,26 +175,21 @@ def _read_dataset(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return frame, meta
 
 
-def training_ends(path: Path) -> dict[str, tuple[int, pd.Timestamp | None]]:
-    """Per series of a protocol dataset: its ``n_train`` and the timestamp of its first test point
-    (None when the series has no test part): the protocol's rule, the sidecar's figure where it has one."""
-    frame, meta = _read_dataset(Path(path))
-    ends = {}
-    for sid, d in frame.groupby("series_id", sort=True):
-        stamps = d["timestamp"].sort_values().reset_index(drop=True)
-        n_train = (int(meta.loc[sid, "n_train"]) if meta is not None and sid in meta.index
-                   else math.floor(0.7 * len(stamps)))
-        ends[str(sid)] = (n_train, stamps.iloc[n_train] if n_train < len(stamps) else None)
-    return ends
+def training_ends(frame: pd.DataFrame, meta: pd.DataFrame | None) -> dict[str, int]:
+    """Per series of a protocol dataset: its ``n_train``, the sidecar's where it has one, else the
+    protocol's ``floor(0.7 n)``."""
+    counts = frame.groupby("series_id", sort=True).size()
+    return {str(sid): (int(meta.loc[sid, "n_train"]) if meta is not None and sid in meta.index
+                       else math.floor(0.7 * int(n))) for sid, n in counts.items()}
 
 
 def dataset_training_parts(path: Path, start: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The first ``n_train`` points of every series of a protocol dataset, aligned to ``start`` by whole weeks."""
     frame, meta = _read_dataset(Path(path))
-    ends = training_ends(Path(path))
+    ends = training_ends(frame, meta)
     frames, rows = [], []
     for sid, d in frame.groupby("series_id", sort=True):
-        n_train = ends[str(sid)][0]
+        n_train = ends[str(sid)]
         part = d.sort_values("timestamp").iloc[:n_train].reset_index(drop=True)
         if part.empty:
             continue
@@ -220,10 +215,10 @@ def check_no_test_part(corpus: pd.DataFrame, datasets: Sequence[Path], start: in
     there must be no more of them than ``n_train``.
     """
     for path in datasets:
-        frame, _ = _read_dataset(Path(path))
-        ends = training_ends(Path(path))
+        frame, meta = _read_dataset(Path(path))
+        ends = training_ends(frame, meta)
         for sid, d in frame.groupby("series_id", sort=True):
-            n_train, _first_test = ends[str(sid)]
+            n_train = ends[str(sid)]
             mine = corpus[corpus["series_id"] == sid]
             if mine.empty:
                 continue
