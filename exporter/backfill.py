@@ -38,6 +38,7 @@ from exporter.families import FAMILIES, SIGNAL_CPU_MODES, SIGNAL_FAMILIES
 from exporter.incidents import incidents_document, iso, write_incidents
 from exporter.profiles import CPU_MODES, host_spec
 from exporter.simulation import RATE_WINDOW, Fleet
+from toolkit.files import staged
 from toolkit.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -337,15 +338,8 @@ def write_history(fleet: Fleet, start: float, end: float, path: Path, document: 
         document = incidents_document(fleet.incidents(start, end), seed=fleet.seed, scenario=fleet.scenario,
                                       anchor=fleet.anchor, start=start, end=end, hosts=fleet.names,
                                       jobs=fleet.job_runs(start, end))
-    path.parent.mkdir(parents=True, exist_ok=True)
     truth = path.with_name(path.stem + ".incidents.json")
-    staged = {path: path.with_name(f".{path.name}.tmp"), truth: truth.with_name(f".{truth.name}.tmp")}
-    try:
-        fleet.signal_frame(start + RATE_WINDOW, end, step=300.0).to_parquet(staged[path], index=False)
-        write_incidents(staged[truth], document)
-        for final, tmp in staged.items():
-            os.replace(tmp, final)
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+    with staged([path, truth]) as tmp:
+        fleet.signal_frame(start + RATE_WINDOW, end, step=300.0).to_parquet(tmp[path], index=False)
+        write_incidents(tmp[truth], document)
     return path

@@ -345,3 +345,19 @@ def test_wildcard_binds_are_shown_as_loopback() -> None:
             assert server_url(server).startswith(prefix)
         finally:
             shutdown(server, thread)
+
+
+def test_staged_files_appear_together_or_not_at_all(tmp_path: Path) -> None:
+    from toolkit.files import staged
+
+    a, b = tmp_path / "out" / "a.parquet", tmp_path / "out" / "a.json"
+    with pytest.raises(RuntimeError), staged([a, b]) as tmp:
+        tmp[a].write_text("rows")
+        raise RuntimeError("the second file could not be written")
+    assert list((tmp_path / "out").iterdir()) == []  # neither the finished one nor a temporary
+    with staged([a, b]) as tmp:
+        tmp[a].write_text("rows")
+        tmp[b].write_text("{}")
+        assert not a.exists()  # published only at the end
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "a.parquet"]
+    assert a.read_text() == "rows"

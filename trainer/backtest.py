@@ -79,13 +79,9 @@ def _series_hosts(series_ids: list[str], meta: pd.DataFrame | None) -> list[str]
     return hosts
 
 
-def load_benchmark(path: Path, meta_path: Path | None = None, univariate: bool = False) -> BenchmarkData:
-    """Read a protocol dataset; imputed points become missing values, as the protocol asks.
-
-    With a ``host`` column in the sidecar (and not ``univariate``) the panel is hosts x metric kinds,
-    NaN where a host lacks a metric; otherwise one row per series with the single signal ``value``.
-    """
-    path = Path(path)
+def read_protocol(path: Path, meta_path: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A protocol dataset's rows (timestamps parsed, ``imputed`` False where the file has no such column)
+    and its sidecar indexed by ``series_id`` (``<dataset>.series.csv`` unless ``meta_path``), None without one."""
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except (OSError, ValueError) as exc:
@@ -98,6 +94,23 @@ def load_benchmark(path: Path, meta_path: Path | None = None, univariate: bool =
         frame["imputed"] = False
     meta_path = meta_path or path.with_name(path.name.rsplit(".", 1)[0] + ".series.csv")
     meta = pd.read_csv(meta_path).set_index("series_id") if Path(meta_path).exists() else None
+    return frame, meta
+
+
+def training_length(series_id: str, n: int, meta: pd.DataFrame | None) -> int:
+    """The series' ``n_train``: the sidecar's where it has the series, else the protocol's ``floor(0.7 n)``."""
+    if meta is not None and series_id in meta.index:
+        return int(meta.loc[series_id, "n_train"])
+    return math.floor(TRAIN_FRACTION * n)
+
+
+def load_benchmark(path: Path, meta_path: Path | None = None, univariate: bool = False) -> BenchmarkData:
+    """Read a protocol dataset; imputed points become missing values, as the protocol asks.
+
+    With a ``host`` column in the sidecar (and not ``univariate``) the panel is hosts x metric kinds,
+    NaN where a host lacks a metric; otherwise one row per series with the single signal ``value``.
+    """
+    frame, meta = read_protocol(Path(path), meta_path)
 
     step = 300
     groups = [(sid, d.sort_values("timestamp")) for sid, d in frame.groupby("series_id", sort=True)]
@@ -108,10 +121,10 @@ def load_benchmark(path: Path, meta_path: Path | None = None, univariate: bool =
         offsets.append(round((d["timestamp"].iloc[0] - t0).total_seconds() / step))
         lengths.append(n)
         values = d["value"].to_numpy(np.float64)
+        nt = training_length(sid, n, meta)
         if meta is not None and sid in meta.index:
-            nt, thr = int(meta.loc[sid, "n_train"]), float(meta.loc[sid, "threshold"])
+            thr = float(meta.loc[sid, "threshold"])
         else:
-            nt = math.floor(TRAIN_FRACTION * n)
             thr = float(np.percentile(values[:nt], 99))
         n_train.append(nt)
         thresholds.append(thr)

@@ -280,6 +280,12 @@ def _spec(config: Config, signals: list[str]) -> ModelSpec:
                      seasonal_bucket_seconds=m.seasonal_bucket_seconds if m.seasonal_days else 0)
 
 
+def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The model flags of `backtest` and `pretrain` as config overrides (None: the config's value)."""
+    return {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days,
+            "model.center": args.center}
+
+
 def _history_config(args: argparse.Namespace) -> Config | None:
     """The configuration with the history flags (`train`, `recalibrate`) applied, or None."""
     return _load_config(args, {"prometheus.url": args.prometheus_url,
@@ -309,8 +315,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _history_config(args)
     if config is None:
         return EXIT_USAGE
-    if args.init_from is not None and not (args.init_from / "model.safetensors").is_file():
-        print(f"tft-trainer: --init-from {args.init_from}: no model.safetensors there", file=sys.stderr)
+    if _missing_init(args):
         return EXIT_USAGE
     if _refused_launch(args) or _refused_work_dir(config):
         return EXIT_USAGE
@@ -659,8 +664,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from forecaster.contract.panel import PanelError
     from trainer.backtest import find_scorer, load_benchmark, origins_for
 
-    config = _load_config(args, {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days,
-                                 "model.center": args.center})
+    config = _load_config(args, _model_overrides(args))
     if config is None:
         return EXIT_USAGE
     if not args.data.is_file():
@@ -683,7 +687,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         print(f"tft-trainer: {exc}", file=sys.stderr)
         return EXIT_USAGE
     spec = _spec(config, list(data.panel.signals))
-    if args.init_from is not None and _refused_init(args.init_from, spec, data.multivariate):
+    if _missing_init(args) or (args.init_from is not None and _refused_init(args.init_from, spec, data.multivariate)):
         return EXIT_USAGE
     runs = 2 if args.init_from is not None else 1
     # The budget covers the whole command: keep a margin for loading, inference and writing.
@@ -714,14 +718,19 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                          "tft-pretrained")
 
 
+def _missing_init(args: argparse.Namespace) -> bool:
+    """Print why ``--init-from`` names no model, if it does not (before the lock or any loading)."""
+    if args.init_from is not None and not (args.init_from / "model.safetensors").is_file():
+        print(f"tft-trainer: --init-from {args.init_from}: no model.safetensors there", file=sys.stderr)
+        return True
+    return False
+
+
 def _refused_init(model_dir: Path, spec: ModelSpec, multivariate: bool) -> bool:
     """Print why ``--init-from`` cannot start this backtest's network, if it cannot (before any training)."""
     from forecaster.contract.artifacts import ModelLoadError, read_metadata
     from forecaster.contract.model import ModelSpec
 
-    if not (model_dir / "model.safetensors").is_file():
-        print(f"tft-trainer: --init-from {model_dir}: no model.safetensors there", file=sys.stderr)
-        return True
     try:
         start = ModelSpec.from_json(read_metadata(model_dir)["spec"])
     except (ModelLoadError, KeyError, TypeError, ValueError) as exc:
@@ -789,16 +798,14 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from forecaster.contract.panel import PanelError
 
-    config = _load_config(args, {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days,
-                                 "model.center": args.center})
+    config = _load_config(args, _model_overrides(args))
     if config is None:
         return EXIT_USAGE
     if not args.corpus.is_file():
         print(f"tft-trainer: --corpus {args.corpus}: no such file (build one with tft-trainer corpus)",
               file=sys.stderr)
         return EXIT_USAGE
-    if args.init_from is not None and not (args.init_from / "model.safetensors").is_file():
-        print(f"tft-trainer: --init-from {args.init_from}: no model.safetensors there", file=sys.stderr)
+    if _missing_init(args):
         return EXIT_USAGE
     if _refused_launch(args) or _refused_work_dir(config):
         return EXIT_USAGE

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from forecaster.contract.panel import PanelError
+from toolkit.files import staged
+from trainer.backtest import load_benchmark, read_protocol, training_length
 
 if TYPE_CHECKING:
     from forecaster.contract.model import ModelSpec
@@ -161,26 +164,15 @@ def fleet_series(fleet: _Fleet, thresholds: dict[str, float], start: int) -> tup
 
 def _read_dataset(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise CorpusError(f"cannot read {path}: {exc}") from exc
-    missing = {"series_id", "timestamp", "value"} - set(frame.columns)
-    if missing:
-        raise CorpusError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
-    if "imputed" not in frame.columns:
-        frame["imputed"] = False
-    sidecar = path.with_name(path.name.rsplit(".", 1)[0] + ".series.csv")
-    meta = pd.read_csv(sidecar).set_index("series_id") if sidecar.is_file() else None
-    return frame, meta
+        return read_protocol(path)
+    except PanelError as exc:
+        raise CorpusError(str(exc)) from exc
 
 
 def training_ends(frame: pd.DataFrame, meta: pd.DataFrame | None) -> dict[str, int]:
-    """Per series of a protocol dataset: its ``n_train``, the sidecar's where it has one, else the
-    protocol's ``floor(0.7 n)``."""
+    """Per series of a protocol dataset: its ``n_train`` (:func:`trainer.backtest.training_length`)."""
     counts = frame.groupby("series_id", sort=True).size()
-    return {str(sid): (int(meta.loc[sid, "n_train"]) if meta is not None and sid in meta.index
-                       else math.floor(0.7 * int(n))) for sid, n in counts.items()}
+    return {str(sid): training_length(str(sid), int(n), meta) for sid, n in counts.items()}
 
 
 def dataset_training_parts(path: Path, start: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -278,28 +270,20 @@ def build_corpus(plan: CorpusPlan, out: Path, thresholds: dict[str, float],
     summary.series, summary.points = len(meta), len(corpus)
     summary.seconds = round(time.monotonic() - started, 1)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     sidecar_path = out.with_name(out.name.rsplit(".", 1)[0] + ".series.csv")
     manifest_path = out.with_name(out.name.rsplit(".", 1)[0] + ".json")
-    finals = (out, sidecar_path, manifest_path) + ((Path(fleet_out),) if fleet_out is not None else ())
-    staged = {path: path.with_name(f".{path.name}.tmp") for path in finals}
-    try:
+    finals = [out, sidecar_path, manifest_path] + ([Path(fleet_out)] if fleet_out is not None else [])
+    with staged(finals) as tmp:
         if fleet_out is not None:
-            Path(fleet_out).parent.mkdir(parents=True, exist_ok=True)
-            _fleets_history(fleets, start).to_parquet(staged[Path(fleet_out)], index=False)
-        corpus.to_parquet(staged[out], index=False)
-        meta.to_csv(staged[sidecar_path], index=False)
+            _fleets_history(fleets, start).to_parquet(tmp[Path(fleet_out)], index=False)
+        corpus.to_parquet(tmp[out], index=False)
+        meta.to_csv(tmp[sidecar_path], index=False)
         document = {"plan": asdict(plan), "series": summary.series, "points": summary.points,
                     "fleet_series": summary.fleet_series, "dataset_series": summary.dataset_series,
                     "fleets": [f.source for f in fleets], "build_seconds": summary.seconds,
                     "rule": "datasets: the first n_train points of each series only (checked); "
                             f"fleets: no evaluation seed ({', '.join(map(str, sorted(EVALUATION_SEEDS)))})"}
-        staged[manifest_path].write_text(json.dumps(document, indent=2) + "\n")
-        for final, tmp in staged.items():
-            os.replace(tmp, final)
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+        tmp[manifest_path].write_text(json.dumps(document, indent=2) + "\n")
     return summary
 
 
@@ -322,7 +306,6 @@ def pretrain(corpus: Path, spec_for: Callable[[list[str]], ModelSpec], settings:
     signal, ``value``, is the shape ``tft-trainer backtest`` fits on any protocol dataset (``--univariate``
     for a multivariate one), so it is what ``backtest --init-from`` can start from.
     """
-    from trainer.backtest import load_benchmark
     from trainer.training import train_model
 
     data = load_benchmark(Path(corpus), univariate=True)
