@@ -1,4 +1,4 @@
-"""Level-shift augmentation: a shifted window must be the window of the shifted history."""
+"""Training-time augmentation: a shifted or ramped window must be the window of the moved history."""
 
 from __future__ import annotations
 
@@ -7,10 +7,28 @@ import pytest
 
 from forecaster.contract.features import WindowRules, build_windows
 from tests.modelkit import synthetic_panel
-from trainer.augment import LATEST_SHIFT_STEPS, inject_level_shifts, shift_levels
+from trainer.augment import (
+    LATEST_SHIFT_STEPS,
+    RAMP_BEGUN_STEPS,
+    RAMP_GOES_ON_STEPS,
+    RAMP_SIZE,
+    inject_level_shifts,
+    inject_ramps,
+    shift_levels,
+)
 
 SIGNALS = ["cpu", "memory", "disk"]
 CODES = {s: i + 1 for i, s in enumerate(SIGNALS)}
+FIELDS = ("encoder_cont", "decoder_cont", "target", "center", "scale", "last_value", "encoder_max", "encoder_values")
+
+
+def _random_windows(rules: WindowRules, first_origin: int):  # type: ignore[no-untyped-def]
+    """400 windows of a 4-host panel at random origins from ``first_origin`` on."""
+    panel = synthetic_panel(hosts=4, days=5, signals=SIGNALS)
+    rng = np.random.default_rng(0)
+    series = np.array([(i % 4, i % 3) for i in range(400)])
+    origins = rng.integers(first_origin, panel.n_times - rules.horizon - 6, size=400)
+    return build_windows(panel, series, origins, rules, CODES)
 
 
 @pytest.mark.parametrize(("seasonal_days", "center"), [(0, "mean"), (2, "mean"), (2, "last")])
@@ -32,20 +50,15 @@ def test_a_shifted_window_equals_the_window_built_from_the_shifted_history(seaso
         moved[series[r, 0], series[r, 1], first_step:] += delta
     panel.values = moved
     expected = build_windows(panel, series, origins, rules, CODES, thresholds)
-    for name in ("encoder_cont", "decoder_cont", "target", "center", "scale", "last_value", "encoder_max",
-                 "encoder_values"):
+    for name in FIELDS:
         np.testing.assert_allclose(getattr(shifted, name), getattr(expected, name), rtol=1e-4, atol=1e-4,
                                    err_msg=name)
     assert not np.shares_memory(shifted.encoder_cont, batch.encoder_cont)  # the sampled batch is untouched
 
 
 def test_injection_moves_about_the_asked_share_late_in_the_context_and_keeps_the_rest() -> None:
-    panel = synthetic_panel(hosts=4, days=5, signals=SIGNALS)
     rules = WindowRules(144, 24, 72)
-    rng = np.random.default_rng(0)
-    series = np.array([(i % 4, i % 3) for i in range(400)])
-    origins = rng.integers(200, panel.n_times - 30, size=400)
-    batch = build_windows(panel, series, origins, rules, CODES)
+    batch = _random_windows(rules, 200)
 
     shifted = inject_level_shifts(batch, SIGNALS, 0, 0.25, np.random.default_rng(1))
 
@@ -60,3 +73,57 @@ def test_injection_moves_about_the_asked_share_late_in_the_context_and_keeps_the
     first_changed = changed.argmax(axis=1)
     assert (first_changed >= rules.context - LATEST_SHIFT_STEPS).all()
     assert inject_level_shifts(batch, SIGNALS, 0, 0.0, np.random.default_rng(1)) is batch
+
+
+@pytest.mark.parametrize(("seasonal_days", "center"), [(0, "mean"), (2, "last")])
+def test_a_ramped_window_equals_the_window_built_from_the_ramped_history(seasonal_days: int, center: str) -> None:
+    panel = synthetic_panel(hosts=3, days=5, signals=SIGNALS)
+    rules = WindowRules(288, 24, 72, seasonal_days=seasonal_days, center=center)
+    series = np.array([(0, 1), (1, 0), (2, 2)])
+    origins = np.full(3, panel.n_times - 30)
+    thresholds = np.array([0.9, 0.6, np.nan])
+    batch = build_windows(panel, series, origins, rules, CODES, thresholds)
+
+    shifted = inject_ramps(batch, SIGNALS, seasonal_days, 0.5, np.random.default_rng(3), center)
+
+    moved_rows = np.flatnonzero(np.abs(shifted.target - batch.target).max(axis=1) > 1e-9)
+    assert len(moved_rows) > 0
+    ramped = panel.values.copy()
+    for r in moved_rows:  # read each ramp back from what it added, then rebuild from the ramped history
+        added = np.concatenate([shifted.encoder_values[r] - batch.encoder_values[r],
+                                shifted.target[r] - batch.target[r]])
+        first = origins[r] - (batch.encoder_values.shape[1] - 1)
+        ramped[series[r, 0], series[r, 1], first:first + len(added)] += added
+    panel.values = ramped
+    expected = build_windows(panel, series, origins, rules, CODES, thresholds)
+    for name in FIELDS:
+        np.testing.assert_allclose(getattr(shifted, name)[moved_rows], getattr(expected, name)[moved_rows],
+                                   rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_ramps_climb_for_hours_before_the_origin_and_go_on_past_it_then_hold() -> None:
+    rules = WindowRules(288, 96, 72)
+    batch = _random_windows(rules, 400)
+
+    ramped = inject_ramps(batch, SIGNALS, 0, 0.25, np.random.default_rng(1))
+
+    before = ramped.encoder_values - batch.encoder_values
+    after = (ramped.target - batch.target).astype(np.float64)
+    moved = np.abs(after).max(axis=1) > 1e-6
+    assert 70 <= moved.sum() <= 130
+    np.testing.assert_array_equal(ramped.encoder_cont[~moved], batch.encoder_cont[~moved])
+    slope = before[moved, -1] - before[moved, -2]
+    begun = np.rint(before[moved, -1] / slope)  # steps since the ramp began, at the origin
+    assert begun.min() >= RAMP_BEGUN_STEPS[0] and begun.max() <= RAMP_BEGUN_STEPS[1]
+    size = np.abs(before[moved, -1]) / batch.scale[moved]
+    assert size.min() >= RAMP_SIZE[0] - 1e-3 and size.max() <= RAMP_SIZE[1] + 1e-3
+    assert (slope > 0).all()  # climbs only
+    # Past the origin: the same rate for 1-8 h (within float32 targets), then a flat level.
+    steps = np.diff(np.concatenate([before[moved, -1:], after[moved]], axis=1), axis=1) / slope[:, None]
+    going = np.abs(steps - 1) < 1e-3
+    held = np.abs(steps) < 1e-3
+    assert (going | held).all()
+    goes_on = going.sum(axis=1)
+    assert goes_on.min() >= min(RAMP_GOES_ON_STEPS[0], rules.horizon)
+    assert (going[:, :RAMP_GOES_ON_STEPS[0]]).all()  # no hold before the first hour is over
+    assert inject_ramps(batch, SIGNALS, 0, 0.0, np.random.default_rng(1)) is batch

@@ -1,12 +1,18 @@
-"""Training-time augmentation: windows whose level moves for good shortly before the origin.
+"""Training-time augmentation: windows whose level moves for good, or starts to climb, before the origin.
 
 Server metrics on typical fleets mostly spike and come back, so a network trained on them
 learns that an excursion reverts. After a deploy that doubles memory use, that prior keeps the
 median on the old level for hours (on the NAB benchmark both default networks still forecast
 the old level 2 h after a synthetic step from 20 to 80, and followed only after about 4 h).
 Moving the level of a share of the training windows, 0-4 h before the origin and through the
-whole horizon, shows the network that a new level can persist; docs/TRAINING.md has the
-measured trade-off.
+whole horizon, shows the network that a new level can persist.
+
+The same prior flattens a ramp: on simulated memory leaks that had climbed steadily for hours,
+the shipped network's median one hour ahead sat *below* the last value (it carried none of the
+rise that followed, where ``predict_linear`` over the last hour carried all of it), so the p50-path
+alert and the ETA series stayed silent. Ramps injected into a share of the windows, begun 2-8 h
+before the origin and going on for 1-8 h past it, show the network that a climb that has lasted
+hours tends to go on. docs/TRAINING.md has the measured trade-offs of both.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from forecaster.contract.features import Z_CLIP, WindowBatch, window_center, win
 MIN_CONTEXT_STEPS = 60  # a shorter window has too little "before" to show a shift against
 LATEST_SHIFT_STEPS = 48  # the shift starts at most this many steps before the origin (4 h at 5 min)
 SHIFT_SIZE = (2.0, 6.0)  # in standard deviations of the window before the shift
+RAMP_BEGUN_STEPS = (24, 96)  # a ramp has been climbing 2-8 h at the origin (5-minute steps)
+RAMP_GOES_ON_STEPS = (12, 96)  # ... and goes on for 1-8 h past it, then holds its level
+RAMP_SIZE = (4.0, 10.0)  # its rise by the origin, in standard deviations of the window
 
 
 def inject_level_shifts(batch: WindowBatch, signals: list[str], seasonal_days: int, share: float,
@@ -37,15 +46,50 @@ def inject_level_shifts(batch: WindowBatch, signals: list[str], seasonal_days: i
                         sizes * batch.scale[rows], center)
 
 
+def inject_ramps(batch: WindowBatch, signals: list[str], seasonal_days: int, share: float,
+                 rng: np.random.Generator, center: str = "mean") -> WindowBatch:
+    """A copy of ``batch`` where about ``share`` of the windows have a linear climb that began 2-8 h
+    before the origin, had risen 4-10 of the window's standard deviations by then, and goes on at
+    the same rate for 1-8 h of the horizon before it holds. Only climbs: the incidents it is for
+    (leaks, filling disks, saturating CPUs) climb towards an upper threshold, and falls injected as
+    well made the median overshoot recoveries (docs/TRAINING.md)."""
+    if share <= 0 or len(batch) == 0:
+        return batch
+    lengths = batch.encoder_lengths
+    rows = np.flatnonzero((rng.random(len(batch)) < share) & (lengths >= MIN_CONTEXT_STEPS + RAMP_BEGUN_STEPS[1]))
+    if len(rows) == 0:
+        return batch
+    begun = rng.integers(RAMP_BEGUN_STEPS[0], RAMP_BEGUN_STEPS[1] + 1, size=len(rows))
+    goes_on = rng.integers(RAMP_GOES_ON_STEPS[0], RAMP_GOES_ON_STEPS[1] + 1, size=len(rows))
+    rise = rng.uniform(*RAMP_SIZE, size=len(rows)) * batch.scale[rows]
+    slope = rise / begun
+    horizon = batch.target.shape[1]
+    history_adds = [s * np.maximum(np.arange(L) - (L - b) + 1, 0) for s, b, L in
+                    zip(slope, begun, lengths[rows], strict=True)]
+    future_adds = slope[:, None] * (begun[:, None] + np.minimum(np.arange(1, horizon + 1)[None, :], goes_on[:, None]))
+    return move_history(batch, signals, seasonal_days, rows, history_adds, future_adds, center)
+
+
 def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, rows: np.ndarray,
                  starts: np.ndarray, deltas: np.ndarray, center_rule: str = "mean") -> WindowBatch:
     """Windows ``rows`` rebuilt as if their signal had moved by ``deltas`` (units) from encoder
-    position ``starts`` (left-aligned) on, through the whole horizon.
+    position ``starts`` (left-aligned) on, through the whole horizon."""
+    horizon = batch.target.shape[1]
+    history_adds = [np.where(np.arange(L) >= start, delta, 0.0) for L, start, delta in
+                    zip(batch.encoder_lengths[rows], starts, deltas, strict=True)]
+    future_adds = np.repeat(np.asarray(deltas, dtype=np.float64)[:, None], horizon, axis=1)
+    return move_history(batch, signals, seasonal_days, rows, history_adds, future_adds, center_rule)
 
-    The result is what :func:`forecaster.contract.features.build_windows` gives for the shifted history:
-    the target's own encoder column (and its copy among the host's signals) and the future move,
+
+def move_history(batch: WindowBatch, signals: list[str], seasonal_days: int, rows: np.ndarray,
+                 history_adds: list[np.ndarray], future_adds: np.ndarray, center_rule: str = "mean") -> WindowBatch:
+    """Windows ``rows`` rebuilt as if ``history_adds[i]`` (units, one per encoder step, left-aligned)
+    had been added to their signal's history and ``future_adds[i]`` to its horizon.
+
+    The result is what :func:`forecaster.contract.features.build_windows` gives for the moved history:
+    the target's own encoder column (and its copy among the host's signals) and the future,
     and every input scaled by the window's mean and standard deviation is rescaled by the new
-    ones. The other signals of the host keep their values: a deploy does not move every metric.
+    ones. The other signals of the host keep their values: a deploy or a leak does not move every metric.
     """
     names = x_reals(signals, seasonal_days)
     col = {n: i for i, n in enumerate(names)}
@@ -54,11 +98,11 @@ def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, row
     center, scale = batch.center.copy(), batch.scale.copy()
     last_value, encoder_max = batch.last_value.copy(), batch.encoder_max.copy()
     E = enc.shape[1]
-    for j, start, delta in zip(rows.tolist(), starts.tolist(), deltas.tolist(), strict=True):
+    for j, add, future in zip(rows.tolist(), history_adds, np.asarray(future_adds, dtype=np.float64), strict=True):
         L = int(batch.encoder_lengths[j])
         # The target column holds the gap-filled history scaled by the window's statistics.
         history = enc[j, :L, col["target"]].astype(np.float64) * scale[j] + center[j]
-        history[start:] += delta
+        history += add
         # Position 0 is the first observed step (windows are left-aligned), so ``observed`` is never empty.
         observed = enc[j, :L, col["observed"]] > 0.5
         new_mean = float(history[observed].mean())
@@ -81,9 +125,9 @@ def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, row
             thr_z = np.clip((batch.threshold[j] - new_center) / new_scale, -10, 10)
             enc[j, :L, col["threshold_z"]] = thr_z
             dec[j, :, col["threshold_z"]] = thr_z
-        target[j] += np.float32(delta)
-        values[j, E - L + start:] += delta
-        last_value[j] += delta
+        target[j] += future.astype(np.float32)
+        values[j, E - L:] += add
+        last_value[j] += add[-1]
         encoder_max[j] = float(history[observed].max())
         center[j], scale[j] = new_center, new_scale
     return replace(batch, encoder_cont=enc, decoder_cont=dec, target=target, encoder_values=values,
