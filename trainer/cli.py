@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--level-shift-share", type=_share, default=None,
                         help="share of training windows given a lasting level shift (overrides "
                              "trainer.level_shift_share; docs/TRAINING.md)")
+        sp.add_argument("--ramp-share", type=_share, default=None,
+                        help="share of training windows given a ramp that goes on past the origin (overrides "
+                             "trainer.ramp_share; docs/TRAINING.md)")
+        sp.add_argument("--breach-share", type=_share, default=None,
+                        help="share of each training batch drawn from windows whose horizon reaches the "
+                             "threshold (overrides trainer.breach_share; docs/TRAINING.md)")
         sp.add_argument("--init-from", type=Path, default=None,
                         help="start from this model directory's weights (same signals and sizes)")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -230,6 +236,8 @@ def _settings(args: argparse.Namespace, config: Config, budget_default_min: floa
         seed=args.seed if args.seed is not None else tc.seed,
         level_shift_share=(args.level_shift_share if args.level_shift_share is not None
                            else tc.level_shift_share),
+        ramp_share=args.ramp_share if args.ramp_share is not None else tc.ramp_share,
+        breach_share=args.breach_share if args.breach_share is not None else tc.breach_share,
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         precision=args.precision,
         # Lightning draws its bar on stdout: a bar redirected into a log file would be noise.
@@ -460,7 +468,8 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
             "training": {"instances": part.instances, "steps": part.n_times,
                          "window_start": int(part.timestamps[0]), "window_end": int(part.timestamps[-1]),
                          "holdout_steps": holdout, "epochs": result.epochs, "samples": result.samples_seen,
-                         "level_shift_share": settings.level_shift_share,
+                         "level_shift_share": settings.level_shift_share, "ramp_share": settings.ramp_share,
+                         "breach_share": settings.breach_share,
                          "initial_weights": str(start_from.parent) if start_from else None,
                          "seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,
                          "data_fingerprint": _fingerprint(part)},

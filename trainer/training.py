@@ -35,7 +35,7 @@ from forecaster.contract.features import WindowBatch, WindowRules, breach_within
 from forecaster.contract.model import ForecastModel, ModelSpec, build_network, to_network_input
 from forecaster.contract.panel import Panel
 from forecaster.contract.schedules import ScheduleSet
-from trainer.augment import inject_level_shifts
+from trainer.augment import inject_level_shifts, inject_ramps
 from trainer.launch import default_precision
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class TrainSettings:
     gradient_accumulation: int = 1
     seed: int = 42
     level_shift_share: float = 0.0  # trainer.augment: share of training windows given a lasting shift
+    ramp_share: float = 0.0  # trainer.augment: share of training windows given a ramp that goes on
+    breach_share: float = 0.1  # WindowSampler: share of each batch drawn from the pre-breach windows
     validation_windows: int = 2048
     breach_windows: int = 6000
     accelerator: str = "auto"
@@ -115,10 +117,18 @@ def series_thresholds(panel: Panel, series: np.ndarray, default: dict[str, float
 
 
 class WindowSampler:
-    """Draws random training windows whose whole horizon lies in the training part."""
+    """Draws random training windows whose whole horizon lies in the training part.
+
+    With ``breach_share`` > 0, about that share of every batch is drawn from the *pre-breach*
+    windows instead: those whose signal is below its threshold at the origin and reaches it within
+    the horizon. Uniform draws give them their natural share (under 2 % on a simulated fleet with a
+    leak or a filling disk every few days per host), too few for the network to learn that a climb
+    towards a threshold goes on: its median flattened on leaks that had climbed for hours, and the
+    p50-path alert stayed silent. Measured in docs/TRAINING.md, "Pre-breach windows".
+    """
 
     def __init__(self, panel: Panel, split: Split, rules: WindowRules, codes: dict[str, int],
-                 thresholds: np.ndarray, seed: int) -> None:
+                 thresholds: np.ndarray, seed: int, breach_share: float = 0.1) -> None:
         self.panel, self.split, self.rules, self.codes = panel, split, rules, codes
         self.thresholds = thresholds
         self.rng = np.random.default_rng(seed)
@@ -132,10 +142,26 @@ class WindowSampler:
             raise ValueError("no training windows: history too short for context + horizon "
                              f"(need at least {rules.min_history + rules.horizon} steps per series "
                              "before the validation slice)")
+        self.breach_share = breach_share
+        self.breach_series, self.breach_origins = (pre_breach_origins(panel, split, thresholds, lo, self.count,
+                                                                      rules.horizon)
+                                                   if breach_share > 0 else (np.zeros(0, np.int64),) * 2)
 
     def sample(self, n: int, rng: np.random.Generator | None = None) -> WindowBatch:
-        """``n`` windows (fewer only if gaps reject 20 rounds of draws), drawn with ``rng`` or the sampler's own."""
+        """``n`` windows (fewer only if gaps reject 20 rounds of draws), drawn with ``rng`` or the sampler's own;
+        about ``breach_share`` of them pre-breach windows."""
         rng = rng or self.rng
+        k = int(rng.binomial(n, self.breach_share)) if len(self.breach_series) else 0
+        uniform = self._uniform(n - k, rng)
+        if k == 0:
+            return uniform
+        pick = rng.integers(0, len(self.breach_series), size=k)
+        s = self.breach_series[pick]
+        breach = build_windows(self.panel, self.split.series[s], self.breach_origins[pick], self.rules, self.codes,
+                               self.thresholds[s], self.skipped)
+        return WindowBatch.concat([uniform, breach])
+
+    def _uniform(self, n: int, rng: np.random.Generator) -> WindowBatch:
         parts: list[WindowBatch] = []
         have = 0
         for _ in range(20):  # bounded: gaps may reject some draws
@@ -154,6 +180,27 @@ class WindowSampler:
         return merged.take(slice(0, n))
 
 
+def pre_breach_origins(panel: Panel, split: Split, thresholds: np.ndarray, lo: np.ndarray, count: np.ndarray,
+                       horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """(series, origin) of every training origin whose value is below the series' threshold and whose
+    next ``horizon`` steps reach it; series without a threshold have none."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    found_s, found_o = [], []
+    for s, (i, j) in enumerate(split.series):
+        if not np.isfinite(thresholds[s]) or count[s] <= 0:
+            continue
+        v = np.nan_to_num(panel.values[i, j].astype(np.float64), nan=-np.inf)
+        ahead = sliding_window_view(v[1:], horizon).max(axis=1)  # ahead[o]: the max of steps o+1 .. o+horizon
+        o = np.arange(lo[s], lo[s] + count[s])
+        hit = o[(ahead[o] >= thresholds[s]) & (v[o] < thresholds[s])]
+        found_s.append(np.full(len(hit), s, dtype=np.int64))
+        found_o.append(hit.astype(np.int64))
+    if not found_s:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(found_s), np.concatenate(found_o)
+
+
 class SampledBatches:
     """This rank's batches of one epoch: its share of ``batches`` draws, each seeded by (seed, epoch, draw).
 
@@ -170,11 +217,12 @@ class SampledBatches:
     """
 
     def __init__(self, sampler: WindowSampler, batches: int, batch_size: int, seed: int, signals: list[str],
-                 seasonal_days: int = 0, level_shift_share: float = 0.0,
+                 seasonal_days: int = 0, level_shift_share: float = 0.0, ramp_share: float = 0.0,
                  rank_and_world: tuple[int, int] | None = None, center: str = "mean") -> None:
         self.sampler, self.batches, self.batch_size = sampler, batches, batch_size
         self.seed = seed % 2**64  # SeedSequence takes no negative numbers; --seed may be one
         self.signals, self.seasonal_days, self.level_shift_share = signals, seasonal_days, level_shift_share
+        self.ramp_share = ramp_share
         self._rank_and_world = rank_and_world  # None: the process group's, read at each use
         self.center = center
         self.epoch = 0
@@ -200,10 +248,13 @@ class SampledBatches:
     def __iter__(self) -> Iterator[tuple[dict, Any]]:
         draws = self.draws()
         for index in draws:
-            windows, shifts = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(2)
+            # Spawned children depend only on their index: adding the third left the first two's draws as they were.
+            windows, shifts, ramps = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(3)
             batch = self.sampler.sample(self.batch_size, np.random.default_rng(windows))
             batch = inject_level_shifts(batch, self.signals, self.seasonal_days, self.level_shift_share,
                                         np.random.default_rng(shifts), self.center)
+            batch = inject_ramps(batch, self.signals, self.seasonal_days, self.ramp_share,
+                                 np.random.default_rng(ramps), self.center)
             if index == draws.start and log.isEnabledFor(logging.DEBUG):
                 rank, world = self.rank_and_world()
                 log.debug("rank %d of %d, epoch %d: %d batches, draws %s seeded (%d, %d, draw); first batch %s",
@@ -410,9 +461,10 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     slices = cut_slices(panel, spec, settings, validation_steps, thresholds_by_signal, series_end)
     val = slices.val
     sampler = WindowSampler(panel, slices.split, slices.rules, spec.signal_codes(), slices.thresholds,
-                            settings.seed)
-    log.info("training on %d series; %d candidate windows; %d validation windows",
-             len(slices.split.series), int(sampler.count.sum()), len(val))
+                            settings.seed, settings.breach_share)
+    log.info("training on %d series; %d candidate windows (%d pre-breach, drawn as %.0f %% of each batch); "
+             "%d validation windows", len(slices.split.series), int(sampler.count.sum()),
+             len(sampler.breach_series), 100 * settings.breach_share, len(val))
 
     network = build_network(spec)
     if settings.initial_weights is not None:
@@ -421,7 +473,7 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     module = _lightning_module(network, settings, spec.quantiles)
     batches = SampledBatches(sampler, settings.batches_per_epoch * settings.gradient_accumulation, settings.batch_size,
                              settings.seed, panel.signals, spec.seasonal_days, settings.level_shift_share,
-                             center=spec.center)
+                             settings.ramp_share, center=spec.center)
 
     val_batches = [_to_torch_batch(val.take(slice(i, i + 256)))
                    for i in range(0, len(val), 256)]

@@ -293,6 +293,9 @@ class TrainerSection(_Section):
     promotion_margin: float = Field(default=0.02, ge=0, lt=1)
     seed: int = 42
     level_shift_share: float = Field(default=0.0, ge=0, le=0.5)
+    ramp_share: float = Field(default=0.0, ge=0, le=0.5)
+    # The share of each training batch drawn from pre-breach windows (trainer.training.WindowSampler).
+    breach_share: float = Field(default=0.1, ge=0, le=0.5)
     torch_threads: int = Field(default=1, ge=1)
     # False: train through the library's forward, not forecaster/contract/fasttrain.py (same network
     # and loss, about twice the CPU per batch); for when the fast path is in doubt.
