@@ -192,6 +192,73 @@ def shipped_tft_rules(probs: dict[str, np.ndarray], eta50: np.ndarray, cutoffs: 
     ]
 
 
+RAMP_KINDS = ("memory_leak", "disk_fill", "cpu_saturation")
+
+
+def ramp_table(p50_rule: Rule, incidents: list, eta50: np.ndarray, p50_1h: np.ndarray, cycles: np.ndarray,
+               grid: np.ndarray, keys: list[tuple[str, str]], t60: np.ndarray, values: np.ndarray,
+               signals: list[str], hosts: list[str]) -> None:
+    """Does the median path follow a ramp? For the leaks, disk fills and CPU saturations: how many the
+    p50-path rule warned at least 30 min ahead; how far its ETA was from the true time to breach at
+    its first firing (error over the true time; the issue's goal: within 25 % for most); and how much
+    of the rise over the next hour the p50 carried, from the forecasts 2 h, 1 h and 30 min before the
+    breach (1: all of it, as a line that keeps the ramp's rate would; 0 or less: a flat or falling path)."""
+    row = {key: n for n, key in enumerate(keys)}
+    ramps = [inc for inc in incidents if inc.kind in RAMP_KINDS]
+    if not ramps:
+        return
+    warned30, eta_errors = 0, []
+    carried: dict[int, list[float]] = {120: [], 60: [], 30: []}
+    for inc in ramps:
+        s = row[(inc.instance, inc.signal)]
+        fire = p50_rule.firing[(inc.instance, inc.signal)]
+        window = (grid >= inc.breach_start - LOOKAHEAD) & (grid < inc.breach_start) & fire
+        if window.any():
+            first = grid[np.argmax(window)]
+            warned30 += inc.breach_start - first >= MIN_LEAD
+            k = int(np.searchsorted(cycles, first, side="right") - 1)  # the forecast the firing rests on
+            true_eta = inc.breach_start - cycles[k]
+            eta_errors.append(abs(eta50[s, k] - true_eta) / true_eta)
+        i, j = hosts.index(inc.instance), signals.index(inc.signal)
+        for before, got in carried.items():
+            k = int(np.searchsorted(cycles, inc.breach_start - before * 60, side="right") - 1)
+            if k < 0:
+                continue
+            now, later = (int(np.searchsorted(t60, cycles[k] + d)) for d in (0, 3600))
+            rise = values[i, j, later] - values[i, j, now]
+            if later < len(t60) and abs(rise) > 1e-9:
+                got.append(float((p50_1h[s, k] - values[i, j, now]) / rise))
+    within = sum(e <= 0.25 for e in eta_errors)
+    print(f"\nThe median path on the {len(ramps)} ramps (memory leaks, disk fills, CPU saturations):\n")
+    print("| p50-path rule warned >= 30 min ahead | ETA error at its first firing: median | within 25 % | "
+          "share of the next hour's rise in the p50, 2 h / 1 h / 30 min before the breach (median) |")
+    print("|---|---|---|---|")
+    med = " / ".join(f"{statistics.median(v):.2f}" if v else "-" for v in carried.values())
+    print(f"| {warned30}/{len(ramps)} | {_pct(statistics.median(eta_errors)) if eta_errors else '-'} | "
+          f"{within}/{len(eta_errors)} | {med} |")
+
+
+def next_step_line(p50_5m: np.ndarray, series: np.ndarray, cycles: np.ndarray, t60: np.ndarray,
+                   values: np.ndarray) -> None:
+    """The p50 five minutes ahead against the last value (the naive forecast), per series: the issue's
+    "at least as accurate as the last value" on a simulated fleet, as benchmarks/next_step_vs_naive.py
+    measures it on the protocol's datasets (median over series of the p50's mean absolute error over
+    the last value's)."""
+    now = np.searchsorted(t60, cycles)
+    ahead = np.searchsorted(t60, cycles + STEP)
+    keep = ahead < len(t60)
+    ratios = []
+    for s, (i, j) in enumerate(series):
+        last, truth = values[i, j, now[keep]], values[i, j, ahead[keep]]
+        naive = np.abs(truth - last).mean()
+        if naive > 0:
+            ratios.append(float(np.abs(truth - p50_5m[s, keep]).mean() / naive))
+    if ratios:
+        better = sum(r < 1 for r in ratios)
+        print(f"\nThe p50 five minutes ahead against the last value: median error ratio over series "
+              f"{statistics.median(ratios):.3f} ({better} of {len(ratios)} series better than the last value)")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model.dir", dest="model_dir", type=Path, default=None,
@@ -246,6 +313,8 @@ def main() -> int:
     probs = {label: np.full((S, K), np.nan) for label in HORIZON_LABELS}
     eta50 = np.full((S, K), np.inf)
     eta90 = np.full((S, K), np.inf)
+    p50_1h = np.full((S, K), np.nan)  # the median one hour ahead, for the ramps' table
+    p50_5m = np.full((S, K), np.nan)  # ... and five minutes ahead, against the last value
     all_s = np.repeat(np.arange(S), K)
     all_k = np.tile(np.arange(K), S)
     block = 2048
@@ -257,6 +326,8 @@ def main() -> int:
         fc = model.predict(batch, [(0.0, 1.0)] * len(batch))
         for label, pr in fc.breach_probability.items():
             probs[label][s_idx, k_idx] = pr
+        p50_1h[s_idx, k_idx] = fc.quantiles[:, 3600 // STEP - 1, 1]
+        p50_5m[s_idx, k_idx] = fc.quantiles[:, 0, 1]
         reach = min(fc.quantiles.shape[1], LOOKAHEAD // STEP)
         for arr, qi in ((eta50, 1), (eta90, 2)):
             idx = first_crossing(fc.quantiles[:, :reach, qi], thr[s_idx])
@@ -324,6 +395,8 @@ def main() -> int:
             got = [x for x in leads if x is not None]
             cells.append(f"{len(got)}/{len(leads)}, {_dur(statistics.median(got)) if got else '-'}")
         print(f"| {kind} | {kinds[kind]} | " + " | ".join(cells) + " |")
+    ramp_table(rules[1], incidents, eta50, p50_1h, cycles, grid, keys, t60, values, sig, list(fleet.names))
+    next_step_line(p50_5m, series, cycles, t60, values)
     print(f"\n{len(cycles)} cycles x {S} series = {S * K} forecasts; {time.monotonic() - began:.0f}s on "
           f"{os.cpu_count()} cores with {args.threads} torch thread(s)")
     return 0
