@@ -215,6 +215,7 @@ def _write_incidents(pipeline: Pipeline, tracker: Tracker) -> None:
 def _watch(pipeline: Pipeline, tracker: Tracker, settings: DemoSettings, out: TextIO, live: bool,
            begin: float) -> None:
     """Follow the forecaster's cycles until ``--for`` runs out (or forever, until Ctrl-C)."""
+    from demo.pipeline import raise_if_stop_requested
     from demo.report import clock, parse_iso
     from demo.view import CLEAR, Frame, cycle_line, render
 
@@ -226,6 +227,7 @@ def _watch(pipeline: Pipeline, tracker: Tracker, settings: DemoSettings, out: Te
     last_refresh = time.time()
     cycles = 0
     while True:
+        raise_if_stop_requested()
         pipeline.check_children()
         status = pipeline.status()
         cycle = status.get("last_cycle") or {}

@@ -587,11 +587,30 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+#: Set by the signal handlers: a stop was asked for. The exception a handler raises can be lost when
+#: the signal lands while a finalizer runs (Python prints "Exception ignored in ..." and goes on), so
+#: the watch loop also checks this flag on every pass (:func:`raise_if_stop_requested`).
+_STOP_REQUESTED: list[str] = []
+
+
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP stop the demo like Ctrl-C does (the ``finally`` blocks run)."""
+    """Ctrl-C, SIGTERM and SIGHUP stop the demo (the ``finally`` blocks run), even when the exception
+    raised in the handler is swallowed by a finalizer: the flag stays set."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        _STOP_REQUESTED.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
 
     def handler(signum: int, _frame: object) -> None:
+        _STOP_REQUESTED.append(signal.Signals(signum).name)
         raise Interrupted(signal.Signals(signum).name)
 
+    signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
+
+
+def raise_if_stop_requested() -> None:
+    """Raise :class:`Interrupted` when a signal asked for a stop that nothing acted on yet."""
+    if _STOP_REQUESTED:
+        raise Interrupted(_STOP_REQUESTED[-1])

@@ -124,6 +124,37 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path, tmp_path_facto
     _assert_gone(pids, work)
 
 
+_LOST_CTRL_C = """
+import os, signal
+from demo.pipeline import Interrupted, install_signal_handlers, raise_if_stop_requested
+
+install_signal_handlers()
+
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler's KeyboardInterrupt is raised in here, and swallowed
+        sum(range(1000))
+
+
+Finalized()
+print("still running")
+try:
+    raise_if_stop_requested()
+except Interrupted as exc:
+    print("stopped:", exc)
+"""
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_demo() -> None:
+    """The handler's exception is lost when the signal lands in a finalizer (Python prints "Exception
+    ignored" and goes on); the flag it set is what the watch loop acts on."""
+    done = subprocess.run([sys.executable, "-c", _LOST_CTRL_C], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert "Exception ignored" in done.stderr and "KeyboardInterrupt" in done.stderr
+    assert done.stdout.splitlines() == ["still running", "stopped: SIGINT"]
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--for", "banana"], "--for: invalid duration 'banana'"),
     (["--hosts", "-3"], "--hosts must be between 1 and"),
