@@ -120,6 +120,12 @@ def episodes(firing: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
+def first_warning(fire: np.ndarray, grid: np.ndarray, inc: object) -> float | None:
+    """When ``fire`` (on ``grid``) first held in the 8 h before the incident's breach; None if it never did."""
+    window = (grid >= inc.breach_start - LOOKAHEAD) & (grid < inc.breach_start) & fire  # type: ignore[attr-defined]
+    return float(grid[np.argmax(window)]) if window.any() else None
+
+
 def score(rule: Rule, incidents: list, grid: np.ndarray, hosts: int, days: float) -> dict[str, object]:
     by_series = defaultdict(list)
     for inc in incidents:
@@ -129,11 +135,8 @@ def score(rule: Rule, incidents: list, grid: np.ndarray, hosts: int, days: float
     per_kind: dict[str, list[float | None]] = defaultdict(list)
     for inc in incidents:
         fire = rule.firing.get((inc.instance, inc.signal))
-        lead = None
-        if fire is not None:
-            window = (grid >= inc.breach_start - LOOKAHEAD) & (grid < inc.breach_start) & fire
-            if window.any():
-                lead = float(inc.breach_start - grid[np.argmax(window)])
+        first = first_warning(fire, grid, inc) if fire is not None else None
+        lead = None if first is None else float(inc.breach_start - first)
         per_kind[inc.kind].append(lead)
         if lead is not None:
             leads.append(lead)
@@ -196,8 +199,8 @@ RAMP_KINDS = ("memory_leak", "disk_fill", "cpu_saturation")
 
 
 def ramp_table(p50_rule: Rule, incidents: list, eta50: np.ndarray, p50_1h: np.ndarray, cycles: np.ndarray,
-               grid: np.ndarray, keys: list[tuple[str, str]], t60: np.ndarray, values: np.ndarray,
-               signals: list[str], hosts: list[str]) -> None:
+               grid: np.ndarray, keys: list[tuple[str, str]], series: np.ndarray, t60: np.ndarray,
+               values: np.ndarray) -> None:
     """Does the median path follow a ramp? For the leaks, disk fills and CPU saturations: how many the
     p50-path rule warned at least 30 min ahead; how far its ETA was from the true time to breach at
     its first firing (error over the true time; the issue's goal: within 25 % for most); and how much
@@ -211,22 +214,20 @@ def ramp_table(p50_rule: Rule, incidents: list, eta50: np.ndarray, p50_1h: np.nd
     carried: dict[int, list[float]] = {120: [], 60: [], 30: []}
     for inc in ramps:
         s = row[(inc.instance, inc.signal)]
-        fire = p50_rule.firing[(inc.instance, inc.signal)]
-        window = (grid >= inc.breach_start - LOOKAHEAD) & (grid < inc.breach_start) & fire
-        if window.any():
-            first = grid[np.argmax(window)]
+        first = first_warning(p50_rule.firing[(inc.instance, inc.signal)], grid, inc)
+        if first is not None:
             warned30 += inc.breach_start - first >= MIN_LEAD
             k = int(np.searchsorted(cycles, first, side="right") - 1)  # the forecast the firing rests on
             true_eta = inc.breach_start - cycles[k]
             eta_errors.append(abs(eta50[s, k] - true_eta) / true_eta)
-        i, j = hosts.index(inc.instance), signals.index(inc.signal)
+        i, j = series[s]
         for before, got in carried.items():
             k = int(np.searchsorted(cycles, inc.breach_start - before * 60, side="right") - 1)
-            if k < 0:
-                continue
             now, later = (int(np.searchsorted(t60, cycles[k] + d)) for d in (0, 3600))
+            if k < 0 or later >= len(t60):  # no forecast that early, or its hour runs past the data
+                continue
             rise = values[i, j, later] - values[i, j, now]
-            if later < len(t60) and abs(rise) > 1e-9:
+            if abs(rise) > 1e-9:
                 got.append(float((p50_1h[s, k] - values[i, j, now]) / rise))
     within = sum(e <= 0.25 for e in eta_errors)
     print(f"\nThe median path on the {len(ramps)} ramps (memory leaks, disk fills, CPU saturations):\n")
@@ -395,7 +396,7 @@ def main() -> int:
             got = [x for x in leads if x is not None]
             cells.append(f"{len(got)}/{len(leads)}, {_dur(statistics.median(got)) if got else '-'}")
         print(f"| {kind} | {kinds[kind]} | " + " | ".join(cells) + " |")
-    ramp_table(rules[1], incidents, eta50, p50_1h, cycles, grid, keys, t60, values, sig, list(fleet.names))
+    ramp_table(rules[1], incidents, eta50, p50_1h, cycles, grid, keys, series, t60, values)
     next_step_line(p50_5m, series, cycles, t60, values)
     print(f"\n{len(cycles)} cycles x {S} series = {S * K} forecasts; {time.monotonic() - began:.0f}s on "
           f"{os.cpu_count()} cores with {args.threads} torch thread(s)")
