@@ -226,8 +226,10 @@ def ramp_table(p50_rule: Rule, incidents: list, eta50: np.ndarray, p50_1h: np.nd
         i, j = series[s]
         for before, got in carried.items():
             k = int(np.searchsorted(cycles, inc.breach_start - before * 60, side="right") - 1)
+            if k < 0:  # no forecast that early
+                continue
             now, later = (int(np.searchsorted(t60, cycles[k] + d)) for d in (0, 3600))
-            if k < 0 or later >= len(t60):  # no forecast that early, or its hour runs past the data
+            if later >= len(t60):  # the forecast's hour runs past the data
                 continue
             rise = values[i, j, later] - values[i, j, now]
             if abs(rise) > 1e-9:

@@ -597,17 +597,17 @@ def install_signal_handlers() -> None:
     """Ctrl-C, SIGTERM and SIGHUP stop the demo (the ``finally`` blocks run), even when the exception
     raised in the handler is swallowed by a finalizer: the flag stays set."""
 
-    def interrupt(signum: int, _frame: object) -> None:
-        _STOP_REQUESTED.append(signal.Signals(signum).name)
-        raise KeyboardInterrupt
+    def stop(raises: type[BaseException]) -> Callable[[int, object], None]:
+        def handler(signum: int, _frame: object) -> None:
+            name = signal.Signals(signum).name
+            _STOP_REQUESTED.append(name)
+            raise raises(name)
 
-    def handler(signum: int, _frame: object) -> None:
-        _STOP_REQUESTED.append(signal.Signals(signum).name)
-        raise Interrupted(signal.Signals(signum).name)
+        return handler
 
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)
+    signal.signal(signal.SIGINT, stop(KeyboardInterrupt))
+    signal.signal(signal.SIGTERM, stop(Interrupted))
+    signal.signal(signal.SIGHUP, stop(Interrupted))
 
 
 def raise_if_stop_requested() -> None:
