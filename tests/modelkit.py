@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def synthetic_panel(hosts: int = 3, days: float = 4, step: int = 300, seed: int 
     return Panel([f"host-{i}" for i in range(hosts)], list(signals), ts, vals, step)
 
 
-def train_tiny(panel: Panel, work: Path, seconds: float = 60, epochs: int = 2, **spec_overrides: int) -> ForecastModel:
+def train_tiny(panel: Panel, work: Path, seconds: float = 60, epochs: int = 2, **spec_overrides: Any) -> ForecastModel:
     from trainer.training import TrainSettings, train_model
 
     spec = ModelSpec(signals=list(panel.signals), step_seconds=panel.step_seconds, **{**TINY, **spec_overrides})

@@ -31,18 +31,20 @@ def _random_windows(rules: WindowRules, first_origin: int):  # type: ignore[no-u
     return build_windows(panel, series, origins, rules, CODES)
 
 
-@pytest.mark.parametrize(("seasonal_days", "center"), [(0, "mean"), (2, "mean"), (2, "last")])
-def test_a_shifted_window_equals_the_window_built_from_the_shifted_history(seasonal_days: int, center: str) -> None:
+@pytest.mark.parametrize(("seasonal_days", "center", "cycle"),
+                         [(0, "mean", False), (2, "mean", False), (2, "last", False), (2, "last", True)])
+def test_a_shifted_window_equals_the_window_built_from_the_shifted_history(seasonal_days: int, center: str,
+                                                                           cycle: bool) -> None:
     panel = synthetic_panel(hosts=3, days=5, signals=SIGNALS)
     panel.values[0, 1, -150:-140] = np.nan  # a gap before the shift
-    rules = WindowRules(144, 24, 72, seasonal_days=seasonal_days, center=center)
+    rules = WindowRules(144, 24, 72, seasonal_days=seasonal_days, center=center, cycle=cycle)
     series = np.array([(0, 1), (1, 0), (2, 2)])  # one host each: a shift moves its host's inputs
     origins = np.full(3, panel.n_times - 30)
     thresholds = np.array([0.9, 0.6, np.nan])
     batch = build_windows(panel, series, origins, rules, CODES, thresholds)
     rows, starts, deltas = np.array([0, 2]), np.array([130, 143]), np.array([0.25, -0.1])
 
-    shifted = shift_levels(batch, SIGNALS, seasonal_days, rows, starts, deltas, center)
+    shifted = shift_levels(batch, SIGNALS, seasonal_days, rows, starts, deltas, center, 288 if cycle else 0)
 
     moved = panel.values.copy()
     for r, start, delta in zip(rows, starts, deltas, strict=True):
@@ -75,16 +77,18 @@ def test_injection_moves_about_the_asked_share_late_in_the_context_and_keeps_the
     assert inject_level_shifts(batch, SIGNALS, 0, 0.0, np.random.default_rng(1)) is batch
 
 
-@pytest.mark.parametrize(("seasonal_days", "center"), [(0, "mean"), (2, "last")])
-def test_a_ramped_window_equals_the_window_built_from_the_ramped_history(seasonal_days: int, center: str) -> None:
+@pytest.mark.parametrize(("seasonal_days", "center", "cycle"),
+                         [(0, "mean", False), (2, "last", False), (0, "last", True)])
+def test_a_ramped_window_equals_the_window_built_from_the_ramped_history(seasonal_days: int, center: str,
+                                                                         cycle: bool) -> None:
     panel = synthetic_panel(hosts=3, days=5, signals=SIGNALS)
-    rules = WindowRules(288, 24, 72, seasonal_days=seasonal_days, center=center)
+    rules = WindowRules(288, 24, 72, seasonal_days=seasonal_days, center=center, cycle=cycle)
     series = np.array([(0, 1), (1, 0), (2, 2)])
     origins = np.full(3, panel.n_times - 30)
     thresholds = np.array([0.9, 0.6, np.nan])
     batch = build_windows(panel, series, origins, rules, CODES, thresholds)
 
-    shifted = inject_ramps(batch, SIGNALS, seasonal_days, 0.5, np.random.default_rng(3), center)
+    shifted = inject_ramps(batch, SIGNALS, seasonal_days, 0.5, np.random.default_rng(3), center, 288 if cycle else 0)
 
     moved_rows = np.flatnonzero(np.abs(shifted.target - batch.target).max(axis=1) > 1e-9)
     assert len(moved_rows) > 0

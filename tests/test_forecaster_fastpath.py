@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from tests.modelkit import synthetic_panel
 SIGNALS = ["cpu", "memory", "filesystem", "iowait"]
 
 
-def _network(**sizes: int) -> tuple[ModelSpec, torch.nn.Module]:
+def _network(**sizes: Any) -> tuple[ModelSpec, torch.nn.Module]:
     torch.manual_seed(1)
     spec = ModelSpec(signals=SIGNALS, **sizes)
     net = build_network(spec).eval()
@@ -61,6 +62,18 @@ def test_fast_forward_equals_library(short_from: int | None, seasonal_days: int)
         want = net(x)["prediction"]
         got = fast(x)["prediction"]
     assert got.shape == want.shape == (12, spec.horizon_steps, 3)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("short_from", [None, 1], ids=["full", "mixed-lengths"])
+def test_fast_forward_equals_library_with_cycle_inputs(short_from: int | None) -> None:
+    spec, net = _network(**SMALL, cycle=True)
+    fast = FastTFT(net).eval()
+    assert fast.fast and "cycle_strength" in net.static_variables
+    x = _batch(spec, short_from=short_from)
+    with torch.inference_mode():
+        want = net(x)["prediction"]
+        got = fast(x)["prediction"]
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
 
 

@@ -164,13 +164,14 @@ def test_gate_scores_a_trained_model_against_baselines(tmp_path: Path) -> None:
 
 
 def test_gate_compares_models_that_read_different_seasonal_inputs(tmp_path: Path) -> None:
-    """A current model with same-time-of-day inputs judged beside a candidate without them (and back)."""
+    """A current model with same-time-of-day (or cycle) inputs judged beside a candidate without them (and back)."""
     from tests.modelkit import THRESHOLDS, train_tiny
 
     panel = synthetic_panel(hosts=2, days=5)
     plain = train_tiny(panel, tmp_path / "a", epochs=1)
     seasonal = train_tiny(panel, tmp_path / "b", epochs=1, seasonal_days=2)
-    for candidate, current in ((plain, seasonal), (seasonal, plain)):
+    cycle = train_tiny(panel, tmp_path / "c", epochs=1, cycle=True)
+    for candidate, current in ((plain, seasonal), (seasonal, plain), (plain, cycle), (cycle, plain)):
         rules = candidate.spec.window_rules()
         batch, owner = gate.holdout_windows(panel, 288, rules, candidate.spec.signal_codes(), THRESHOLDS)
         scores = gate.evaluate(panel, batch, owner, {"candidate": candidate, "current": current},

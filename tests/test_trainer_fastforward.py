@@ -125,6 +125,18 @@ def test_outputs_and_gradients_equal_the_library(sizes: dict[str, int], seasonal
     _assert_same(net, x, y)
 
 
+@pytest.mark.parametrize("dropout", ["off", "fixed"], ids=["eval", "train-fixed-dropout"])
+def test_outputs_and_gradients_equal_the_library_with_cycle_inputs(dropout: str) -> None:
+    spec, net = _network(**SMALL, cycle=True)
+    assert supports_training(net)
+    if dropout == "fixed":
+        _fixed_dropout(net).train()
+    else:
+        net.eval()
+    x, y = _batch(spec)
+    _assert_same(net, x, y)
+
+
 @pytest.mark.parametrize("sizes", [SMALL, {}], ids=["tiny", "default-size"])
 def test_plain_autograd_variant_equals_the_library(monkeypatch: pytest.MonkeyPatch, sizes: dict[str, int]) -> None:
     """Off a CPU (and under autocast) the per-variable networks run through plain autograd instead

@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
     b.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
     b.add_argument("--center", default=None, help="overrides model.center (mean or last)")
+    b.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
+                   help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
     b.add_argument("--save-model", type=Path, default=None, help="also save the fitted model to this directory")
     b.add_argument("--univariate", action="store_true",
                    help="ignore the sidecar's host column: each series on its own, without its host's other "
@@ -144,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
     pt.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
     pt.add_argument("--center", default=None, help="overrides model.center (mean or last)")
+    pt.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
+                    help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
     lightning_flags(pt)
     for command in (t, r, b, c, pt):
         add_global_flags_to(command, add_config_flag, add_log_flags)
@@ -285,13 +289,13 @@ def _spec(config: Config, signals: list[str]) -> ModelSpec:
                      attention_heads=m.attention_heads, hidden_continuous_size=m.hidden_continuous_size,
                      dropout=m.dropout, min_history_steps=m.min_history_steps,
                      seasonal_days=m.seasonal_days, schedules=bool(config.schedules), center=m.center,
-                     seasonal_bucket_seconds=m.seasonal_bucket_seconds if m.seasonal_days else 0)
+                     seasonal_bucket_seconds=m.seasonal_bucket_seconds if m.seasonal_days else 0, cycle=m.cycle)
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The model flags of `backtest` and `pretrain` as config overrides (None: the config's value)."""
     return {"model.hidden_size": args.hidden_size, "model.seasonal_days": args.seasonal_days,
-            "model.center": args.center}
+            "model.center": args.center, "model.cycle": args.cycle}
 
 
 def _history_config(args: argparse.Namespace) -> Config | None:
@@ -517,7 +521,7 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
 # The fields of a spec that decide the network's parameter shapes and what they mean: weights carry
 # over only between networks that agree on all of them.
 _SHAPE_FIELDS = ("signals", "context_steps", "horizon_steps", "step_seconds", "hidden_size", "attention_heads",
-                 "hidden_continuous_size", "seasonal_days", "seasonal_bucket_seconds", "schedules", "center",
+                 "hidden_continuous_size", "seasonal_days", "seasonal_bucket_seconds", "schedules", "center", "cycle",
                  "quantiles")
 
 

@@ -245,6 +245,10 @@ class ModelSection(_Section):
     # The same-time inputs (seasonal_days > 0) read the mean and maximum of buckets of this many seconds,
     # which the forecaster queries at that step (forecaster/contract/seasonal.py); 0: every step's value.
     seasonal_bucket_seconds: int = Field(default=3600, ge=0)
+    # The window's own short cycle as inputs (features.cycle_inputs: a profile at the period among a day's
+    # divisors that the window repeats best, and how strongly it repeats). Off by default: measured in
+    # docs/BENCHMARKS.md, "Short cycles".
+    cycle: bool = False
 
     @model_validator(mode="after")
     def _history(self) -> ModelSection:

@@ -26,6 +26,10 @@ SEASONAL_REALS: tuple[str, ...] = ("season_mean", "season_max", "season_days")
 #: 1 inside a declared window (config ``schedules:``) for the series' host and signal, else 0: known ahead.
 SCHEDULE_REALS: tuple[str, ...] = ("scheduled",)
 STATIC_REALS: tuple[str, ...] = ("threshold_z",)
+#: The window's own short cycle (:func:`cycle_inputs`), with ``model.cycle``: its profile, known for every
+#: step ahead, and how strongly the window repeats with it (static).
+CYCLE_REALS: tuple[str, ...] = ("cycle",)
+CYCLE_STATIC_REALS: tuple[str, ...] = ("cycle_strength",)
 Z_CLIP = 50.0
 
 
@@ -41,21 +45,30 @@ def steps_per_day(step_seconds: int) -> int:
     return max(1, round(DAY / step_seconds))
 
 
-def known_reals(seasonal_days: int = 0, schedules: bool = False) -> list[str]:
+def known_reals(seasonal_days: int = 0, schedules: bool = False, cycle: bool = False) -> list[str]:
     """Inputs known for every step, past and future: calendar, with ``seasonal_days`` the
-    same time of day on the previous days (their mean and max, and how many days were there), and with
-    ``schedules`` whether a declared window covers the step. The schedule input comes last, so every
-    other column keeps its index whether a model has it or not."""
-    return [*KNOWN_REALS, *(SEASONAL_REALS if seasonal_days > 0 else ()), *(SCHEDULE_REALS if schedules else ())]
+    same time of day on the previous days (their mean and max, and how many days were there), with
+    ``schedules`` whether a declared window covers the step, and with ``cycle`` the window's cycle
+    profile. The optional inputs come last, so every other column keeps its index whether a model has
+    them or not."""
+    return [*KNOWN_REALS, *(SEASONAL_REALS if seasonal_days > 0 else ()), *(SCHEDULE_REALS if schedules else ()),
+            *(CYCLE_REALS if cycle else ())]
 
 
-def x_reals(signals: list[str], seasonal_days: int = 0, schedules: bool = False) -> list[str]:
-    return [*STATIC_REALS, *unknown_reals(signals), *known_reals(seasonal_days, schedules)]
+def x_reals(signals: list[str], seasonal_days: int = 0, schedules: bool = False, cycle: bool = False) -> list[str]:
+    """Every real input column of a window, in order (the cycle's strength last, so again no other moves)."""
+    return [*STATIC_REALS, *unknown_reals(signals), *known_reals(seasonal_days, schedules, cycle),
+            *(CYCLE_STATIC_REALS if cycle else ())]
 
 
-def encoder_variables(signals: list[str], seasonal_days: int = 0, schedules: bool = False) -> list[str]:
+def static_reals(cycle: bool = False) -> list[str]:
+    return [*STATIC_REALS, *(CYCLE_STATIC_REALS if cycle else ())]
+
+
+def encoder_variables(signals: list[str], seasonal_days: int = 0, schedules: bool = False,
+                      cycle: bool = False) -> list[str]:
     """The encoder's time-varying inputs in the network's order (its variable selection weights follow it)."""
-    return [*unknown_reals(signals), *known_reals(seasonal_days, schedules)]
+    return [*unknown_reals(signals), *known_reals(seasonal_days, schedules, cycle)]
 
 
 #: Driver groups of a forecast besides one per other signal of the host (see :func:`driver_of`).
@@ -88,7 +101,7 @@ def driver_of(variable: str, own_signal: str) -> str:
     is the forecast signal's own history again (scaled over the window as the other host
     signals are), so it counts as ``own``.
     """
-    if variable in ("target", "observed") or variable == f"host_{own_signal}":
+    if variable in ("target", "observed", *CYCLE_REALS) or variable == f"host_{own_signal}":
         return OWN_DRIVER
     if variable.startswith("host_"):
         return variable[len("host_"):]
@@ -262,6 +275,7 @@ class WindowRules:
     # 0: the same-time inputs read the value at each earlier day's step; > 0: the mean and maximum of the
     # bucket of this many seconds holding it (forecaster.contract.seasonal: a week at a flat serving cost).
     seasonal_bucket_seconds: int = 0
+    cycle: bool = False  # the cycle inputs (cycle_inputs)
 
 
 def build_windows(
@@ -337,7 +351,7 @@ def build_windows(
     scale = window_scale(std, mean)
 
     unknown = unknown_reals(panel.signals)
-    names = x_reals(panel.signals, rules.seasonal_days, rules.schedules is not None)
+    names = x_reals(panel.signals, rules.seasonal_days, rules.schedules is not None, rules.cycle)
     F = len(names)
     enc = np.zeros((B, E, F), dtype=np.float32)
     dec = np.zeros((B, H, F), dtype=np.float32)
@@ -367,6 +381,9 @@ def build_windows(
     thr_z = np.where(np.isfinite(thr), np.clip((thr - center) / scale, -10, 10), 10.0)
     enc[:, :, col["threshold_z"]] = thr_z[:, None]
     dec[:, :, col["threshold_z"]] = thr_z[:, None]
+    if rules.cycle:
+        set_cycle_inputs(enc, dec, col, np.where(pad, np.nan, target_filled), lengths, center, scale,
+                         steps_per_day(panel.step_seconds))
 
     step = panel.step_seconds
     t_origin = panel.timestamps[np.clip(origins, 0, T - 1)].astype(np.float64)
@@ -486,3 +503,95 @@ def first_crossing(path: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     above = path > threshold[:, None]
     hit = above.any(axis=1)
     return np.where(hit, above.argmax(axis=1), -1)
+
+
+def cycle_lags(context: int, per_day: int) -> np.ndarray:
+    """Candidate cycle lengths in steps: the divisors of a day up to half the context (every 10, 15, 20,
+    30 or 40 minutes, every 1, 2, 3, 4, 6, 8 or 12 hours at 5-minute steps: the periods of cron jobs)."""
+    return np.array([d for d in range(2, context // 2 + 1) if per_day % d == 0], dtype=np.int64)
+
+
+def cycle_inputs(values: np.ndarray, lengths: np.ndarray, horizon: int,
+                 per_day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window's strongest short cycle: (profile over the context [B, E], profile ahead [B, H], strength [B]).
+
+    Why: many server metrics repeat every few minutes or hours (cron jobs, batch work, scrapes of
+    their own); in the benchmark's NAB series such cycles are where a zero-shot foundation model with a
+    week of context beat this network most (MASE 0.68 against 1.15 on a 30-minute cycle, 1.68 against
+    4.0 on an hourly one), because attention over 24 h does not learn "the value one period ago" from
+    calendar inputs. Given the cycle, the network only has to learn when to trust it.
+
+    ``values`` [B, E] left-aligned (NaN where unobserved or past each length). The period P is the
+    candidate lag (:func:`cycle_lags`) with the smallest mean ``|y[t] - y[t - P]|`` over the context
+    (the shortest within a tenth of the one-step difference of it, so that a multiple of the cycle,
+    equally good but for noise, is not taken for it; a lag
+    needs two full cycles in the window). The profile at each phase is the median of the window's values
+    at that phase (phase 0: the origin's), so noise and single spikes drop out and a window without a
+    cycle reads as about its own median. ``strength`` is the chosen lag's difference over the one-step difference,
+    clipped to [0, 3]: below 1, the window repeats with period P better than it persists.
+    """
+    B, E = values.shape
+    idx = np.arange(E)[None, :]
+
+    def mad(lag: int) -> np.ndarray:
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = np.nanmean(np.abs(values[:, lag:] - values[:, :-lag]), axis=1)
+        out[(lengths < 2 * lag) | np.isnan(out)] = np.inf
+        return out
+
+    one = mad(1)
+    lags = cycle_lags(E, per_day)
+    period, best = np.ones(B, dtype=np.int64), one
+    if len(lags) and B:
+        table = np.stack([mad(int(lag)) for lag in lags], axis=1)  # [B, L]
+        smallest = table.min(axis=1)
+        near = smallest + 0.1 * np.maximum(one, smallest)  # 10 % of the one-step difference
+        chosen = lags[(table <= near[:, None]).argmax(axis=1)]
+        found = np.isfinite(smallest)
+        period, best = np.where(found, chosen, 1), np.where(found, smallest, one)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        strength = np.where((one > 0) & np.isfinite(one), best / one, 1.0)
+    strength = np.clip(np.nan_to_num(strength, nan=1.0), 0.0, 3.0).astype(np.float32)
+
+    profile = _phase_medians(values, lengths, period)  # [B, max period], column = phase
+    last = np.maximum(lengths - 1, 0)[:, None]
+    P = period[:, None]
+    phase_enc = np.mod(idx - last, P)  # [B, E]
+    phase_dec = np.mod(np.arange(1, horizon + 1)[None, :], P)  # [B, H]
+    past = np.take_along_axis(profile, phase_enc, axis=1)
+    past = np.where(np.isfinite(past), past, values)
+    ahead = np.take_along_axis(profile, phase_dec, axis=1)
+    return past, ahead, strength
+
+
+def _phase_medians(values: np.ndarray, lengths: np.ndarray, period: np.ndarray) -> np.ndarray:
+    """[B, max(period)]: the median of each window's values at every phase of its period (phase 0: its
+    last step); NaN where a phase has no value. Medians, not means: one spike in the window would
+    otherwise come back every period in the profile."""
+    B, E = values.shape
+    out = np.full((B, int(period.max()) if B else 1), np.nan)
+    for p in np.unique(period).tolist():
+        rows = np.flatnonzero(period == p)
+        # Right-align (last step at the end), pad in front to whole periods: column c is phase (c + 1) % p.
+        shift = (E - lengths[rows])[:, None]
+        right = np.take_along_axis(values[rows], np.mod(np.arange(E)[None, :] - shift, E), axis=1)
+        right[np.arange(E)[None, :] < shift] = np.nan
+        n = -(-E // p) * p
+        padded = np.concatenate([np.full((len(rows), n - E), np.nan), right], axis=1).reshape(len(rows), n // p, p)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = np.nanmedian(padded, axis=1)  # [rows, p], column c
+        out[rows[:, None], np.mod(np.arange(1, p + 1), p)[None, :]] = medians
+    return out
+
+
+def set_cycle_inputs(enc: np.ndarray, dec: np.ndarray, col: dict[str, int], values: np.ndarray,
+                     lengths: np.ndarray, center: np.ndarray, scale: np.ndarray, per_day: int) -> None:
+    """Write :func:`cycle_inputs` of ``values`` into the windows' ``cycle`` and ``cycle_strength`` columns,
+    scaled as the target is (padding is zeroed by the caller)."""
+    past, ahead, strength = cycle_inputs(values, lengths, dec.shape[1], per_day)
+    enc[:, :, col["cycle"]] = np.nan_to_num(np.clip((past - center[:, None]) / scale[:, None], -Z_CLIP, Z_CLIP))
+    dec[:, :, col["cycle"]] = np.nan_to_num(np.clip((ahead - center[:, None]) / scale[:, None], -Z_CLIP, Z_CLIP))
+    enc[:, :, col["cycle_strength"]] = strength[:, None]
+    dec[:, :, col["cycle_strength"]] = strength[:, None]

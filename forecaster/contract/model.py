@@ -25,13 +25,13 @@ from forecaster.contract.calibration import (
 from forecaster.contract.config import HORIZON_LABELS, check_bucket_seconds
 from forecaster.contract.features import (
     CENTERS,
-    STATIC_REALS,
     WindowBatch,
     WindowRules,
     driver_matrix,
     driver_names,
     encoder_variables,
     known_reals,
+    static_reals,
     steps_per_day,
     unknown_reals,
     x_reals,
@@ -69,6 +69,8 @@ class ModelSpec:
     # > 0: the same-time inputs come from buckets of this many seconds (forecaster/contract/seasonal.py);
     # 0, what a model saved before buckets existed means: from the values at each earlier day's step.
     seasonal_bucket_seconds: int = 0
+    # The window's short-cycle inputs (features.cycle_inputs); False is what a model saved before them means.
+    cycle: bool = False
     quantiles: list[float] = field(default_factory=lambda: list(QUANTILES))
     format_version: int = FORMAT_VERSION
 
@@ -92,12 +94,12 @@ class ModelSpec:
         return WindowRules(self.context_steps, self.horizon_steps,
                            self.min_history_steps if min_history is None else min_history,
                            seasonal_days=self.seasonal_days, center=self.center,
-                           seasonal_bucket_seconds=self.seasonal_bucket_seconds,
+                           seasonal_bucket_seconds=self.seasonal_bucket_seconds, cycle=self.cycle,
                            schedules=(schedules or ScheduleSet()) if self.schedules else None, **relaxed)
 
     @property
     def encoder_variables(self) -> list[str]:
-        return encoder_variables(self.signals, self.seasonal_days, self.schedules)
+        return encoder_variables(self.signals, self.seasonal_days, self.schedules, self.cycle)
 
     def signal_codes(self) -> dict[str, int]:
         """Embedding index per signal; 0 is kept for signals the model never saw."""
@@ -154,12 +156,12 @@ def _tft(TemporalFusionTransformer: Any, QuantileLoss: Any, TorchNormalizer: Any
         attention_head_size=spec.attention_heads,
         max_encoder_length=spec.context_steps,
         static_categoricals=["signal"],
-        static_reals=list(STATIC_REALS),
+        static_reals=static_reals(spec.cycle),
         time_varying_categoricals_encoder=[],
         time_varying_categoricals_decoder=[],
-        time_varying_reals_encoder=[*unknown, *known_reals(spec.seasonal_days, spec.schedules)],
-        time_varying_reals_decoder=known_reals(spec.seasonal_days, spec.schedules),
-        x_reals=x_reals(spec.signals, spec.seasonal_days, spec.schedules),
+        time_varying_reals_encoder=[*unknown, *known_reals(spec.seasonal_days, spec.schedules, spec.cycle)],
+        time_varying_reals_decoder=known_reals(spec.seasonal_days, spec.schedules, spec.cycle),
+        x_reals=x_reals(spec.signals, spec.seasonal_days, spec.schedules, spec.cycle),
         x_categoricals=["signal"],
         embedding_sizes={"signal": (n_codes, min(8, spec.hidden_size))},
         hidden_continuous_size=min(spec.hidden_continuous_size, spec.hidden_size),
