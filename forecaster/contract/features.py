@@ -522,13 +522,13 @@ def cycle_inputs(values: np.ndarray, lengths: np.ndarray, horizon: int,
     calendar inputs. Given the cycle, the network only has to learn when to trust it.
 
     ``values`` [B, E] left-aligned (NaN where unobserved or past each length). The period P is the
-    candidate lag (:func:`cycle_lags`) with the smallest mean ``|y[t] - y[t - P]|`` over the context
-    (the shortest within a tenth of the one-step difference of it, so that a multiple of the cycle,
-    equally good but for noise, is not taken for it; a lag
-    needs two full cycles in the window). The profile at each phase is the median of the window's values
-    at that phase (phase 0: the origin's), so noise and single spikes drop out and a window without a
-    cycle reads as about its own median. ``strength`` is the chosen lag's difference over the one-step difference,
-    clipped to [0, 3]: below 1, the window repeats with period P better than it persists.
+    candidate lag (:func:`cycle_lags`, two full cycles in the window) with the smallest mean
+    ``|y[t] - y[t - P]|`` over the context, or the shortest lag within a tenth of the one-step
+    difference of it, so that a multiple of the cycle, equally good but for noise, is not taken for it.
+    The profile at each phase is the median of the window's values at that phase (phase 0: the
+    origin's), so noise and single spikes drop out and a window without a cycle reads as about its own
+    median. ``strength`` is the chosen lag's difference over the one-step difference, clipped to
+    [0, 3]: below 1, the window repeats with period P better than it persists.
     """
     B, E = values.shape
     idx = np.arange(E)[None, :]
