@@ -115,25 +115,23 @@ def _assert_same(net: nn.Module, x: dict[str, torch.Tensor], y: torch.Tensor) ->
 @pytest.mark.parametrize("seasonal_days", [0, 1], ids=["calendar", "same-time-yesterday"])
 @pytest.mark.parametrize("sizes", [SMALL, {}], ids=["tiny", "default-size"])
 def test_outputs_and_gradients_equal_the_library(sizes: dict[str, int], seasonal_days: int, dropout: str) -> None:
-    spec, net = _network(**sizes, seasonal_days=seasonal_days)
-    assert supports_training(net)
-    if dropout == "fixed":
-        _fixed_dropout(net).train()
-    else:
-        net.eval()
-    x, y = _batch(spec)
-    _assert_same(net, x, y)
+    _check_against_library(dropout, **sizes, seasonal_days=seasonal_days)
 
 
 @pytest.mark.parametrize("dropout", ["off", "fixed"], ids=["eval", "train-fixed-dropout"])
 def test_outputs_and_gradients_equal_the_library_with_cycle_inputs(dropout: str) -> None:
-    spec, net = _network(**SMALL, cycle=True)
+    _check_against_library(dropout, **SMALL, cycle=True)
+
+
+def _check_against_library(dropout: str, **spec: Any) -> None:
+    """A network of ``spec``, in eval() mode or training with fixed dropout masks, against the library."""
+    built, net = _network(**spec)
     assert supports_training(net)
     if dropout == "fixed":
         _fixed_dropout(net).train()
     else:
         net.eval()
-    x, y = _batch(spec)
+    x, y = _batch(built)
     _assert_same(net, x, y)
 
 
