@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecaster.contract.features import WindowRules, build_windows
+from forecaster.contract.features import CYCLE_GATE, CycleRule, WindowRules, build_windows
 from tests.modelkit import synthetic_panel
 from trainer.augment import (
     LATEST_SHIFT_STEPS,
@@ -32,19 +32,21 @@ def _random_windows(rules: WindowRules, first_origin: int):  # type: ignore[no-u
 
 
 @pytest.mark.parametrize(("seasonal_days", "center", "cycle"),
-                         [(0, "mean", False), (2, "mean", False), (2, "last", False), (2, "last", True)])
+                         [(0, "mean", None), (2, "mean", None), (2, "last", None), (2, "last", CycleRule(288)),
+                          (2, "last", CycleRule(288, CYCLE_GATE))])
 def test_a_shifted_window_equals_the_window_built_from_the_shifted_history(seasonal_days: int, center: str,
-                                                                           cycle: bool) -> None:
+                                                                           cycle: CycleRule | None) -> None:
     panel = synthetic_panel(hosts=3, days=5, signals=SIGNALS)
     panel.values[0, 1, -150:-140] = np.nan  # a gap before the shift
-    rules = WindowRules(144, 24, 72, seasonal_days=seasonal_days, center=center, cycle=cycle)
+    rules = WindowRules(144, 24, 72, seasonal_days=seasonal_days, center=center,
+                        cycle=cycle is not None, cycle_gate=cycle.gate if cycle else 0.0)
     series = np.array([(0, 1), (1, 0), (2, 2)])  # one host each: a shift moves its host's inputs
     origins = np.full(3, panel.n_times - 30)
     thresholds = np.array([0.9, 0.6, np.nan])
     batch = build_windows(panel, series, origins, rules, CODES, thresholds)
     rows, starts, deltas = np.array([0, 2]), np.array([130, 143]), np.array([0.25, -0.1])
 
-    shifted = shift_levels(batch, SIGNALS, seasonal_days, rows, starts, deltas, center, 288 if cycle else 0)
+    shifted = shift_levels(batch, SIGNALS, seasonal_days, rows, starts, deltas, center, cycle)
 
     moved = panel.values.copy()
     for r, start, delta in zip(rows, starts, deltas, strict=True):
@@ -78,17 +80,19 @@ def test_injection_moves_about_the_asked_share_late_in_the_context_and_keeps_the
 
 
 @pytest.mark.parametrize(("seasonal_days", "center", "cycle"),
-                         [(0, "mean", False), (2, "last", False), (0, "last", True)])
+                         [(0, "mean", None), (2, "last", None), (0, "last", CycleRule(288)),
+                          (0, "last", CycleRule(288, CYCLE_GATE))])
 def test_a_ramped_window_equals_the_window_built_from_the_ramped_history(seasonal_days: int, center: str,
-                                                                         cycle: bool) -> None:
+                                                                         cycle: CycleRule | None) -> None:
     panel = synthetic_panel(hosts=3, days=5, signals=SIGNALS)
-    rules = WindowRules(288, 24, 72, seasonal_days=seasonal_days, center=center, cycle=cycle)
+    rules = WindowRules(288, 24, 72, seasonal_days=seasonal_days, center=center,
+                        cycle=cycle is not None, cycle_gate=cycle.gate if cycle else 0.0)
     series = np.array([(0, 1), (1, 0), (2, 2)])
     origins = np.full(3, panel.n_times - 30)
     thresholds = np.array([0.9, 0.6, np.nan])
     batch = build_windows(panel, series, origins, rules, CODES, thresholds)
 
-    shifted = inject_ramps(batch, SIGNALS, seasonal_days, 0.5, np.random.default_rng(3), center, 288 if cycle else 0)
+    shifted = inject_ramps(batch, SIGNALS, seasonal_days, 0.5, np.random.default_rng(3), center, cycle)
 
     moved_rows = np.flatnonzero(np.abs(shifted.target - batch.target).max(axis=1) > 1e-9)
     assert len(moved_rows) > 0

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from forecaster.contract.features import (
+    CYCLE_GATE,
     WindowRules,
     build_windows,
     cycle_inputs,
@@ -95,11 +96,40 @@ def test_windows_carry_the_inputs_last_and_scaled_as_the_target_and_only_when_as
         assert with_cycle.encoder_cont[b, 0, col["cycle_strength"]] == pytest.approx(strength[0])
 
 
+def test_under_the_gate_a_window_that_does_not_repeat_has_no_cycle_and_one_that_does_keeps_it() -> None:
+    """A wandering series repeats no better than it persists: its profile would be a spurious one near its
+    median, so the gated model reads its center (0) instead; a cyclic series keeps its profile."""
+    panel = synthetic_panel(hosts=2, days=3)
+    rng = np.random.default_rng(2)
+    T = panel.n_times
+    panel.values[0, 0] = np.tile(CYCLE, T // 6 + 1)[:T] + 0.1 * rng.standard_normal(T)
+    panel.values[1, 0] = 50 + np.cumsum(rng.standard_normal(T))
+    series, origins = np.array([(0, 0), (1, 0)]), np.array([400, 400])
+    names = x_reals(list(panel.signals), cycle=True)
+    col = {n: i for i, n in enumerate(names)}
+    ungated = build_windows(panel, series, origins, WindowRules(144, 24, 12, cycle=True, center="last"), {})
+    gated = build_windows(panel, series, origins,
+                          WindowRules(144, 24, 12, cycle=True, center="last", cycle_gate=CYCLE_GATE), {})
+    strength = gated.encoder_cont[:, 0, col["cycle_strength"]]
+    assert strength[0] < 0.2 and strength[1] >= CYCLE_GATE
+    np.testing.assert_array_equal(gated.decoder_cont[0], ungated.decoder_cont[0])
+    np.testing.assert_array_equal(gated.encoder_cont[0], ungated.encoder_cont[0])
+    assert np.abs(ungated.decoder_cont[1, :, col["cycle"]]).max() > 0.1  # a profile it would have read
+    assert not gated.decoder_cont[1, :, col["cycle"]].any() and not gated.encoder_cont[1, :, col["cycle"]].any()
+    # Only the cycle column differs: the strength, the target and every other input are the same.
+    others = [i for n, i in col.items() if n != "cycle"]
+    np.testing.assert_array_equal(gated.encoder_cont[1][:, others], ungated.encoder_cont[1][:, others])
+
+
 def test_a_model_saved_before_the_inputs_existed_has_none_and_a_new_one_reads_them() -> None:
     spec = ModelSpec(signals=["cpu", "memory"], **TINY)
     old = spec.to_json()
-    del old["cycle"]
+    del old["cycle"], old["cycle_gate"]
     assert ModelSpec.from_json(old).cycle is False
+    # A model trained with the cycle before the gate existed keeps reading every window's profile.
+    assert ModelSpec.from_json({**old, "cycle": True}).window_rules().cycle_gate == 0.0
+    with pytest.raises(ValueError, match="cycle_gate must be between 0 and 3"):
+        ModelSpec.from_json({**old, "cycle": True, "cycle_gate": 5})
     with_cycle = ModelSpec.from_json({**spec.to_json(), "cycle": True})
     assert with_cycle.window_rules().cycle and "cycle" in with_cycle.encoder_variables
     net = build_network(with_cycle)
@@ -114,4 +144,6 @@ def test_the_backtest_flag_turns_the_inputs_on(flag: list[str], expected: bool) 
 
     args = _parser().parse_args(["backtest", "--data", "x.parquet", "--out", "y.csv", *flag])
     config = _load_config(args, _model_overrides(args))
-    assert config is not None and _spec(config, ["value"]).cycle is expected
+    spec = _spec(config, ["value"]) if config is not None else None
+    assert spec is not None and spec.cycle is expected
+    assert spec.cycle_gate == (CYCLE_GATE if expected else 0.0)  # a new model with the cycle is gated

@@ -21,7 +21,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from forecaster.contract.features import Z_CLIP, WindowBatch, set_cycle_inputs, window_center, window_scale, x_reals
+from forecaster.contract.features import (
+    Z_CLIP,
+    CycleRule,
+    WindowBatch,
+    set_cycle_inputs,
+    window_center,
+    window_scale,
+    x_reals,
+)
 
 MIN_CONTEXT_STEPS = 60  # a shorter window has too little "before" to show a shift against
 LATEST_SHIFT_STEPS = 48  # the shift starts at most this many steps before the origin (4 h at 5 min)
@@ -32,7 +40,7 @@ RAMP_SIZE = (4.0, 10.0)  # its rise by the origin, in standard deviations of the
 
 
 def inject_level_shifts(batch: WindowBatch, signals: list[str], seasonal_days: int, share: float,
-                        rng: np.random.Generator, center: str = "mean", cycle_per_day: int = 0) -> WindowBatch:
+                        rng: np.random.Generator, center: str = "mean", cycle: CycleRule | None = None) -> WindowBatch:
     """A copy of ``batch`` where about ``share`` of the windows have a lasting level shift,
     up or down by 2-6 of the window's standard deviations, starting 0-4 h before the origin."""
     if share <= 0 or len(batch) == 0:
@@ -43,11 +51,11 @@ def inject_level_shifts(batch: WindowBatch, signals: list[str], seasonal_days: i
     back = rng.integers(1, LATEST_SHIFT_STEPS + 1, size=len(rows))
     sizes = rng.choice([-1.0, 1.0], size=len(rows)) * rng.uniform(*SHIFT_SIZE, size=len(rows))
     return shift_levels(batch, signals, seasonal_days, rows, batch.encoder_lengths[rows] - back,
-                        sizes * batch.scale[rows], center, cycle_per_day)
+                        sizes * batch.scale[rows], center, cycle)
 
 
 def inject_ramps(batch: WindowBatch, signals: list[str], seasonal_days: int, share: float,
-                 rng: np.random.Generator, center: str = "mean", cycle_per_day: int = 0) -> WindowBatch:
+                 rng: np.random.Generator, center: str = "mean", cycle: CycleRule | None = None) -> WindowBatch:
     """A copy of ``batch`` where about ``share`` of the windows have a linear climb that began 2-8 h
     before the origin, had risen 4-10 of the window's standard deviations by then, and goes on at
     the same rate for 1-8 h of the horizon before it holds. Only climbs: the incidents it is for
@@ -67,24 +75,24 @@ def inject_ramps(batch: WindowBatch, signals: list[str], seasonal_days: int, sha
     history_adds = [s * np.maximum(np.arange(L) - (L - b) + 1, 0) for s, b, L in
                     zip(slope, begun, lengths[rows], strict=True)]
     future_adds = slope[:, None] * (begun[:, None] + np.minimum(np.arange(1, horizon + 1)[None, :], goes_on[:, None]))
-    return move_history(batch, signals, seasonal_days, rows, history_adds, future_adds, center, cycle_per_day)
+    return move_history(batch, signals, seasonal_days, rows, history_adds, future_adds, center, cycle)
 
 
 def shift_levels(batch: WindowBatch, signals: list[str], seasonal_days: int, rows: np.ndarray,
                  starts: np.ndarray, deltas: np.ndarray, center_rule: str = "mean",
-                 cycle_per_day: int = 0) -> WindowBatch:
+                 cycle: CycleRule | None = None) -> WindowBatch:
     """Windows ``rows`` rebuilt as if their signal had moved by ``deltas`` (units) from encoder
     position ``starts`` (left-aligned) on, through the whole horizon."""
     horizon = batch.target.shape[1]
     history_adds = [np.where(np.arange(L) >= start, delta, 0.0) for L, start, delta in
                     zip(batch.encoder_lengths[rows], starts, deltas, strict=True)]
     future_adds = np.repeat(np.asarray(deltas, dtype=np.float64)[:, None], horizon, axis=1)
-    return move_history(batch, signals, seasonal_days, rows, history_adds, future_adds, center_rule, cycle_per_day)
+    return move_history(batch, signals, seasonal_days, rows, history_adds, future_adds, center_rule, cycle)
 
 
 def move_history(batch: WindowBatch, signals: list[str], seasonal_days: int, rows: np.ndarray,
                  history_adds: list[np.ndarray], future_adds: np.ndarray, center_rule: str = "mean",
-                 cycle_per_day: int = 0) -> WindowBatch:
+                 cycle: CycleRule | None = None) -> WindowBatch:
     """Windows ``rows`` rebuilt as if ``history_adds[i]`` (units, one per encoder step, left-aligned)
     had been added to their signal's history and ``future_adds[i]`` to its horizon.
 
@@ -92,13 +100,12 @@ def move_history(batch: WindowBatch, signals: list[str], seasonal_days: int, row
     the target's own encoder column (and its copy among the host's signals) and the future,
     and every input scaled by the window's mean and standard deviation is rescaled by the new
     ones. The other signals of the host keep their values: a deploy or a leak does not move every metric.
-    ``cycle_per_day`` > 0: the windows have the cycle inputs (a model with ``cycle``; steps per day),
-    recomputed from the moved history.
+    ``cycle``: the windows have the cycle inputs (a model with ``cycle``), recomputed from the moved history.
     """
     names = x_reals(signals, seasonal_days)
     col = {n: i for i, n in enumerate(names)}
     enc, dec = batch.encoder_cont.copy(), batch.decoder_cont.copy()
-    if cycle_per_day:  # x_reals puts the cycle and its strength last, after any schedule input
+    if cycle:  # x_reals puts the cycle and its strength last, after any schedule input
         col["cycle"], col["cycle_strength"] = enc.shape[2] - 2, enc.shape[2] - 1
     target, values = batch.target.copy(), batch.encoder_values.copy()
     center, scale = batch.center.copy(), batch.scale.copy()
@@ -136,11 +143,11 @@ def move_history(batch: WindowBatch, signals: list[str], seasonal_days: int, row
         last_value[j] += add[-1]
         encoder_max[j] = float(history[observed].max())
         center[j], scale[j] = new_center, new_scale
-        if cycle_per_day:
+        if cycle:
             moved = np.full((1, E), np.nan)
             moved[0, :L] = history
             set_cycle_inputs(enc[j:j + 1], dec[j:j + 1], col, moved, np.array([L]), center[j:j + 1], scale[j:j + 1],
-                             cycle_per_day)
+                             cycle)
             enc[j, L:, [col["cycle"], col["cycle_strength"]]] = 0.0
     return replace(batch, encoder_cont=enc, decoder_cont=dec, target=target, encoder_values=values,
                    center=center, scale=scale, last_value=last_value, encoder_max=encoder_max)

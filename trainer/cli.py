@@ -281,6 +281,7 @@ def _refused_work_dir(config: Config) -> bool:
 
 
 def _spec(config: Config, signals: list[str]) -> ModelSpec:
+    from forecaster.contract.features import CYCLE_GATE
     from forecaster.contract.model import ModelSpec
 
     m = config.model
@@ -289,7 +290,8 @@ def _spec(config: Config, signals: list[str]) -> ModelSpec:
                      attention_heads=m.attention_heads, hidden_continuous_size=m.hidden_continuous_size,
                      dropout=m.dropout, min_history_steps=m.min_history_steps,
                      seasonal_days=m.seasonal_days, schedules=bool(config.schedules), center=m.center,
-                     seasonal_bucket_seconds=m.seasonal_bucket_seconds if m.seasonal_days else 0, cycle=m.cycle)
+                     seasonal_bucket_seconds=m.seasonal_bucket_seconds if m.seasonal_days else 0, cycle=m.cycle,
+                     cycle_gate=CYCLE_GATE if m.cycle else 0.0)
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:

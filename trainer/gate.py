@@ -134,17 +134,17 @@ def evaluate(panel: Panel, batch: WindowBatch, owner: np.ndarray, models: dict[s
 
 
 def _windows_for(model: ForecastModel, panel: Panel, batch: WindowBatch, rules: WindowRules | None) -> WindowBatch:
-    if rules is None or (model.spec.seasonal_days == rules.seasonal_days and model.spec.center == rules.center
-                         and model.spec.seasonal_bucket_seconds == rules.seasonal_bucket_seconds
-                         and model.spec.schedules == (rules.schedules is not None) and model.spec.cycle == rules.cycle):
+    if rules is None:
         return batch
+    spec = model.spec
     # A model with the schedule input reads the same declared windows (none, if the candidate has no such input).
-    schedules = (rules.schedules or ScheduleSet()) if model.spec.schedules else None
-    own = build_windows(panel, batch.series, batch.origins,
-                        replace(rules, seasonal_days=model.spec.seasonal_days, center=model.spec.center,
-                                seasonal_bucket_seconds=model.spec.seasonal_bucket_seconds,
-                                schedules=schedules, cycle=model.spec.cycle),
-                        model.spec.signal_codes(), batch.threshold)
+    schedules = (rules.schedules or ScheduleSet()) if spec.schedules else None
+    own_rules = replace(rules, seasonal_days=spec.seasonal_days, center=spec.center,
+                        seasonal_bucket_seconds=spec.seasonal_bucket_seconds, schedules=schedules,
+                        cycle=spec.cycle, cycle_gate=spec.cycle_gate)
+    if own_rules == rules:
+        return batch
+    own = build_windows(panel, batch.series, batch.origins, own_rules, spec.signal_codes(), batch.threshold)
     if len(own) != len(batch):  # the usability rules do not depend on seasonal_days; guard anyway
         raise ValueError("holdout windows differ between the candidate and the current model")
     return own

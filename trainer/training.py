@@ -31,7 +31,14 @@ from forecaster.contract.calibration import (
     fit_breach_model,
     reliability_table,
 )
-from forecaster.contract.features import WindowBatch, WindowRules, breach_within, build_windows, steps_per_day
+from forecaster.contract.features import (
+    CycleRule,
+    WindowBatch,
+    WindowRules,
+    breach_within,
+    build_windows,
+    steps_per_day,
+)
 from forecaster.contract.model import ForecastModel, ModelSpec, build_network, to_network_input
 from forecaster.contract.panel import Panel
 from forecaster.contract.schedules import ScheduleSet
@@ -219,14 +226,14 @@ class SampledBatches:
     def __init__(self, sampler: WindowSampler, batches: int, batch_size: int, seed: int, signals: list[str],
                  seasonal_days: int = 0, level_shift_share: float = 0.0, ramp_share: float = 0.0,
                  rank_and_world: tuple[int, int] | None = None, center: str = "mean",
-                 cycle_per_day: int = 0) -> None:
+                 cycle: CycleRule | None = None) -> None:
         self.sampler, self.batches, self.batch_size = sampler, batches, batch_size
         self.seed = seed % 2**64  # SeedSequence takes no negative numbers; --seed may be one
         self.signals, self.seasonal_days, self.level_shift_share = signals, seasonal_days, level_shift_share
         self.ramp_share = ramp_share
         self._rank_and_world = rank_and_world  # None: the process group's, read at each use
         self.center = center
-        self.cycle_per_day = cycle_per_day  # > 0: the windows have the cycle inputs (trainer.augment)
+        self.cycle = cycle  # the windows have the cycle inputs (trainer.augment)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -254,9 +261,9 @@ class SampledBatches:
             windows, shifts, ramps = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(3)
             batch = self.sampler.sample(self.batch_size, np.random.default_rng(windows))
             batch = inject_level_shifts(batch, self.signals, self.seasonal_days, self.level_shift_share,
-                                        np.random.default_rng(shifts), self.center, self.cycle_per_day)
+                                        np.random.default_rng(shifts), self.center, self.cycle)
             batch = inject_ramps(batch, self.signals, self.seasonal_days, self.ramp_share,
-                                 np.random.default_rng(ramps), self.center, self.cycle_per_day)
+                                 np.random.default_rng(ramps), self.center, self.cycle)
             if index == draws.start and log.isEnabledFor(logging.DEBUG):
                 rank, world = self.rank_and_world()
                 log.debug("rank %d of %d, epoch %d: %d batches, draws %s seeded (%d, %d, draw); first batch %s",
@@ -476,7 +483,7 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     batches = SampledBatches(sampler, settings.batches_per_epoch * settings.gradient_accumulation, settings.batch_size,
                              settings.seed, panel.signals, spec.seasonal_days, settings.level_shift_share,
                              settings.ramp_share, center=spec.center,
-                             cycle_per_day=steps_per_day(spec.step_seconds) if spec.cycle else 0)
+                             cycle=CycleRule(steps_per_day(spec.step_seconds), spec.cycle_gate) if spec.cycle else None)
 
     val_batches = [_to_torch_batch(val.take(slice(i, i + 256)))
                    for i in range(0, len(val), 256)]

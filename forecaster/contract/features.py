@@ -30,6 +30,11 @@ STATIC_REALS: tuple[str, ...] = ("threshold_z",)
 #: step ahead, and how strongly the window repeats with it (static).
 CYCLE_REALS: tuple[str, ...] = ("cycle",)
 CYCLE_STATIC_REALS: tuple[str, ...] = ("cycle_strength",)
+#: A window whose best cycle repeats less than 10 % better than it persists (strength at or above this) is
+#: given no cycle: its profile input is its center. Without the gate a noisy or wandering window got a
+#: spurious profile near its median (measured in docs/BENCHMARKS.md, "Short cycles": SMD, which has
+#: almost no short cycles, lost 0.07 of MASE_med to it and got 0.03 of it back with the gate).
+CYCLE_GATE = 0.9
 Z_CLIP = 50.0
 
 
@@ -276,6 +281,7 @@ class WindowRules:
     # bucket of this many seconds holding it (forecaster.contract.seasonal: a week at a flat serving cost).
     seasonal_bucket_seconds: int = 0
     cycle: bool = False  # the cycle inputs (cycle_inputs)
+    cycle_gate: float = 0.0  # > 0: windows with a cycle strength at least this have none (CYCLE_GATE)
 
 
 def build_windows(
@@ -383,7 +389,7 @@ def build_windows(
     dec[:, :, col["threshold_z"]] = thr_z[:, None]
     if rules.cycle:
         set_cycle_inputs(enc, dec, col, np.where(pad, np.nan, target_filled), lengths, center, scale,
-                         steps_per_day(panel.step_seconds))
+                         CycleRule(steps_per_day(panel.step_seconds), rules.cycle_gate))
 
     step = panel.step_seconds
     t_origin = panel.timestamps[np.clip(origins, 0, T - 1)].astype(np.float64)
@@ -505,6 +511,15 @@ def first_crossing(path: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     return np.where(hit, above.argmax(axis=1), -1)
 
 
+@dataclass(frozen=True)
+class CycleRule:
+    """How a model's cycle inputs are computed: ``per_day`` steps in a day (the candidate periods divide
+    it) and the ``gate`` (> 0: :data:`CYCLE_GATE`; 0, models saved before it: no gate)."""
+
+    per_day: int
+    gate: float = 0.0
+
+
 def cycle_lags(context: int, per_day: int) -> np.ndarray:
     """Candidate cycle lengths in steps: the divisors of a day up to half the context (every 10, 15, 20,
     30 or 40 minutes, every 1, 2, 3, 4, 6, 8 or 12 hours at 5-minute steps: the periods of cron jobs)."""
@@ -587,10 +602,14 @@ def _phase_medians(values: np.ndarray, lengths: np.ndarray, period: np.ndarray) 
 
 
 def set_cycle_inputs(enc: np.ndarray, dec: np.ndarray, col: dict[str, int], values: np.ndarray,
-                     lengths: np.ndarray, center: np.ndarray, scale: np.ndarray, per_day: int) -> None:
+                     lengths: np.ndarray, center: np.ndarray, scale: np.ndarray, rule: CycleRule) -> None:
     """Write :func:`cycle_inputs` of ``values`` into the windows' ``cycle`` and ``cycle_strength`` columns,
-    scaled as the target is (padding is zeroed by the caller)."""
-    past, ahead, strength = cycle_inputs(values, lengths, dec.shape[1], per_day)
+    scaled as the target is (padding is zeroed by the caller). A window whose strength is at least the
+    rule's gate has no cycle, and its profile reads as its center (0 once scaled)."""
+    past, ahead, strength = cycle_inputs(values, lengths, dec.shape[1], rule.per_day)
+    if rule.gate > 0:
+        weak = strength >= rule.gate
+        past[weak], ahead[weak] = center[weak, None], center[weak, None]
     enc[:, :, col["cycle"]] = np.nan_to_num(np.clip((past - center[:, None]) / scale[:, None], -Z_CLIP, Z_CLIP))
     dec[:, :, col["cycle"]] = np.nan_to_num(np.clip((ahead - center[:, None]) / scale[:, None], -Z_CLIP, Z_CLIP))
     enc[:, :, col["cycle_strength"]] = strength[:, None]

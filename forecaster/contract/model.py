@@ -71,6 +71,9 @@ class ModelSpec:
     seasonal_bucket_seconds: int = 0
     # The window's short-cycle inputs (features.cycle_inputs); False is what a model saved before them means.
     cycle: bool = False
+    # > 0: windows whose cycle strength is at least this have no cycle (features.CYCLE_GATE); 0, what a model
+    # saved before the gate means: every window's profile is read.
+    cycle_gate: float = 0.0
     quantiles: list[float] = field(default_factory=lambda: list(QUANTILES))
     format_version: int = FORMAT_VERSION
 
@@ -95,6 +98,7 @@ class ModelSpec:
                            self.min_history_steps if min_history is None else min_history,
                            seasonal_days=self.seasonal_days, center=self.center,
                            seasonal_bucket_seconds=self.seasonal_bucket_seconds, cycle=self.cycle,
+                           cycle_gate=self.cycle_gate,
                            schedules=(schedules or ScheduleSet()) if self.schedules else None, **relaxed)
 
     @property
@@ -126,6 +130,8 @@ class ModelSpec:
             check_bucket_seconds(spec.seasonal_bucket_seconds, spec.step_seconds)
         if spec.center not in CENTERS:
             raise ValueError(f"center must be one of {', '.join(CENTERS)}, not {spec.center!r}")
+        if not 0 <= spec.cycle_gate <= 3:  # strengths are clipped to [0, 3]
+            raise ValueError(f"cycle_gate must be between 0 and 3, not {spec.cycle_gate}")
         if list(spec.quantiles) != list(QUANTILES):
             raise ValueError(f"quantiles must be {list(QUANTILES)}")
         return spec
