@@ -53,6 +53,7 @@ class _Band(BaseModel):
     upper: list[float]
     coverage_before: float | None = None
     coverage_after: float | None = None
+    anchor: list[float] | None = None  # absent in models saved before the median's anchor
 
 
 class _Calibration(BaseModel):
@@ -147,7 +148,7 @@ def save_model_dir(model: ForecastModel, directory: Path) -> Path:
             "calibration": {
                 "band": {"lower": model.band.lower, "upper": model.band.upper,
                          "coverage_before": model.band.coverage_before,
-                         "coverage_after": model.band.coverage_after},
+                         "coverage_after": model.band.coverage_after, "anchor": model.band.anchor},
                 "breach": model.breach.to_json(),
             },
             "weights_sha256": _sha256(weights),
@@ -220,8 +221,8 @@ def load_model_dir(directory: Path, verify_checksum: bool = True, refit_breach: 
     try:
         spec = ModelSpec.from_json(model_file.spec)
         band = BandCalibration(list(cal.band.lower), list(cal.band.upper), cal.band.coverage_before,
-                               cal.band.coverage_after)
-        if len(band.lower) != spec.horizon_steps or len(band.upper) != spec.horizon_steps:
+                               cal.band.coverage_after, None if cal.band.anchor is None else list(cal.band.anchor))
+        if any(len(f) != spec.horizon_steps for f in (band.lower, band.upper, band.anchor or band.lower)):
             raise ValueError("calibration.band does not match horizon_steps")
         breach = BreachModel() if refit_breach or cal.breach is None else BreachModel.from_json(cal.breach)
     except (KeyError, TypeError, ValueError) as exc:

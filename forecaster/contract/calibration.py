@@ -1,7 +1,12 @@
 """Post-training calibration learned on a validation slice and stored with the model as JSON.
 
-Two things a quantile network does not give by itself:
+Three things a quantile network does not give by itself:
 
+* a median whose first steps are no noisier than the last value: per-horizon factors that pull the
+  p50 (and the band with it) towards the last observed value by as much as the validation slice
+  shows it strays too far. Trained on windows whose future is noise around the present, the network's
+  first steps wander around the last value with noise of their own; on SMD its p50 five minutes ahead
+  was worse than the last value on most series (docs/BENCHMARKS.md, "The median's first steps");
 * an 80 % band that really covers 80 % on data it did not train on: per-horizon factors that
   stretch or shrink p10 and p90 around p50 (split-conformal on the validation slice);
 * the probability that a signal breaches its threshold (2 consecutive steps above it) within
@@ -34,19 +39,27 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class BandCalibration:
-    """``p10' = p50 - lower[h] * (p50 - p10)`` and ``p90' = p50 + upper[h] * (p90 - p50)``."""
+    """First the anchor, ``p50' = last + anchor[h] * (p50 - last)`` with p10 and p90 moved by as much;
+    then ``p10' = p50' - lower[h] * (p50' - p10')`` and ``p90' = p50' + upper[h] * (p90' - p50')``.
+    ``anchor`` None (models saved before it): no pull."""
 
     lower: list[float]
     upper: list[float]
     coverage_before: float | None = None
     coverage_after: float | None = None
+    anchor: list[float] | None = None
 
     @classmethod
     def identity(cls, horizon: int) -> BandCalibration:
         return cls([1.0] * horizon, [1.0] * horizon)
 
-    def apply(self, q: np.ndarray) -> np.ndarray:
-        """q: [..., H, 3] sorted quantiles; returns the re-scaled band (p50 untouched)."""
+    def apply(self, q: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
+        """q: [B, H, 3] sorted quantiles, ``last`` [B] each window's last observed value (needed with an
+        anchor); returns the calibrated quantiles."""
+        if self.anchor is not None:
+            if last is None:
+                raise ValueError("this calibration pulls the median towards the last value: pass last")
+            q = pull_to_last(q, last, self.anchor)
         lo = np.asarray(self.lower, dtype=q.dtype)
         hi = np.asarray(self.upper, dtype=q.dtype)
         out = q.copy()
@@ -78,6 +91,41 @@ def fit_band(q: np.ndarray, y: np.ndarray, smooth: int = 9) -> BandCalibration:
     cal.coverage_before = coverage(q, y)
     cal.coverage_after = coverage(cal.apply(q), y)
     return cal
+
+
+def pull_to_last(q: np.ndarray, last: np.ndarray, anchor: list[float]) -> np.ndarray:
+    """``q`` [B, H, 3] moved so that ``p50' = last + anchor[h] * (p50 - last)``; p10 and p90 move as much."""
+    step = (np.asarray(anchor, dtype=q.dtype) - 1.0) * (q[..., 1] - last[:, None])
+    return q + step[..., None]
+
+
+def fit_anchor(q: np.ndarray, y: np.ndarray, last: np.ndarray, scale: np.ndarray,
+               min_windows: int = 50) -> list[float]:
+    """Per-horizon pull of the p50 towards the last value: the factor ``a`` in [0, 1] that minimises the
+    validation windows' absolute error of ``last + a * (p50 - last)`` (in each window's scale, so no
+    series dominates: a weighted median of the ratios ``(y - last) / (p50 - last)``).
+
+    The factors are made non-decreasing with the horizon (each at least the one before it): the pull
+    is for the first steps, where the network's own noise is large against how far the signal can have
+    moved, and a later factor below an earlier one would bend the path back towards the present after
+    it was trusted to leave it (a ramp's median would climb, then sag). A horizon with fewer than
+    ``min_windows`` usable windows keeps 1.
+    """
+    H = q.shape[1]
+    s = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)[:, None]
+    moved = (q[..., 1] - last[:, None]) / s  # [B, H], in window scales
+    outcome = (y - last[:, None]) / s
+    factors = np.ones(H)
+    for h in range(H):
+        d, r = moved[:, h], outcome[:, h]
+        ok = np.isfinite(d) & np.isfinite(r) & (np.abs(d) > 1e-9)
+        if ok.sum() < min_windows:
+            continue
+        ratio, weight = r[ok] / d[ok], np.abs(d[ok])
+        order = np.argsort(ratio)
+        cum = np.cumsum(weight[order])
+        factors[h] = float(np.clip(ratio[order][np.searchsorted(cum, cum[-1] / 2)], 0.0, 1.0))
+    return [float(v) for v in np.maximum.accumulate(factors)]
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:

@@ -334,7 +334,7 @@ class ForecastModel:
         """Calibrated quantiles (clipped to each series' bounds), breach probabilities and, with
         ``explain``, each forecast's drivers (a few per cent of the inference time)."""
         raw, explanation = self._infer(batch, chunk, explain)
-        q = self.band.apply(raw)
+        q = self.band.apply(raw, batch.last_value)
         if bounds is not None:
             lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])[:, None, None]
             hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])[:, None, None]
