@@ -83,7 +83,8 @@ def test_training_fits_it_the_model_applies_it_and_models_saved_before_it_load_w
     assert old.band.anchor is None
     np.testing.assert_allclose(old.predict(batch, explain=False).quantiles,
                                np.sort(old.band.apply(raw), axis=-1), rtol=1e-6)
-    meta["calibration"]["band"]["anchor"] = anchor[:-1]
-    (path / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelLoadError, match="does not match horizon_steps"):
-        load_model_dir(path)
+    for wrong in (anchor[:-1], []):  # an empty list is a wrong length too, not "no anchor"
+        meta["calibration"]["band"]["anchor"] = wrong
+        (path / "model.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelLoadError, match="does not match horizon_steps"):
+            load_model_dir(path)

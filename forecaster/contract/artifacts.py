@@ -222,7 +222,8 @@ def load_model_dir(directory: Path, verify_checksum: bool = True, refit_breach: 
         spec = ModelSpec.from_json(model_file.spec)
         band = BandCalibration(list(cal.band.lower), list(cal.band.upper), cal.band.coverage_before,
                                cal.band.coverage_after, None if cal.band.anchor is None else list(cal.band.anchor))
-        if any(len(f) != spec.horizon_steps for f in (band.lower, band.upper, band.anchor or band.lower)):
+        factors = [band.lower, band.upper, *([band.anchor] if band.anchor is not None else [])]
+        if any(len(f) != spec.horizon_steps for f in factors):
             raise ValueError("calibration.band does not match horizon_steps")
         breach = BreachModel() if refit_breach or cal.breach is None else BreachModel.from_json(cal.breach)
     except (KeyError, TypeError, ValueError) as exc:
