@@ -245,6 +245,14 @@ def test_dropout_masks_have_the_library_rate_and_scale() -> None:
     assert mask is not None
     assert torch.equal(torch.unique(mask), torch.tensor([0.0, 1 / 0.9]))
     assert abs(float((mask == 0).float().mean()) - 0.1) < 0.003  # 200,000 draws: 4.5 standard deviations
+    # Each 31-bit draw serves two neighbouring elements (its low and its high half): both halves
+    # drop at the rate, independently of each other; an odd element count is served too.
+    for p in (0.1, 0.5):
+        dropped = (fasttrain._dropout_mask(nn.Dropout(p).train(), (1001, 1999), torch.empty(0)) == 0)
+        pairs = dropped.view(-1)[:-1].view(-1, 2).double()  # 1,000,999 pairs
+        sd = (p * (1 - p) / len(pairs)) ** 0.5
+        assert abs(float(pairs[:, 0].mean()) - p) < 5 * sd and abs(float(pairs[:, 1].mean()) - p) < 5 * sd
+        assert abs(float((pairs[:, 0] * pairs[:, 1]).mean()) - p * p) < 5 * sd
     assert fasttrain._dropout_mask(drop.eval(), (2, 2), torch.empty(0)) is None
     assert fasttrain._dropout_mask(nn.Dropout(0.0).train(), (2, 2), torch.empty(0)) is None
 

@@ -17,7 +17,7 @@ measured with the machine otherwise quiet; ~40 windows/s end to end in
 :mod:`forecaster.contract.fastpath` fixes the last two for inference by collapsing weights once
 under ``torch.no_grad()``, so it cannot train. :func:`train_forward` does the same algebra on
 the *live* parameters inside every forward (stacking and collapsing them costs ~3 ms next to a
-~490 ms step), so autograd carries the gradients back to the library network's own parameters:
+~330 ms step), so autograd carries the gradients back to the library network's own parameters:
 the optimizer, the checkpoints and ``model.safetensors`` all see the library's state dict,
 unchanged. All of it is exact algebra on the same weights (differences are float rounding):
 
@@ -25,7 +25,7 @@ unchanged. All of it is exact algebra on the same weights (differences are float
   ``fastpath``; the residual's LayerNorm comes from the closed-form mean and variance of an
   affine function of one scalar (float64 for the variance, as ``fastpath`` does). The
   per-variable networks run as batched matmuls over stacked weights, on a CPU in blocks of
-  rows with a hand-written backward (:class:`_SelectedSum`): ~195 ms instead of ~365 ms.
+  rows with a hand-written backward (:class:`_SelectedSum`): ~115 ms instead of ~365 ms.
 * The LSTMs run unpacked, through the fused kernel (~45 ms): a batch whose encoders all have
   the same length is one call; otherwise it runs in segments between consecutive distinct
   lengths, each on the sequences still running, from the state where the previous segment
@@ -35,13 +35,15 @@ unchanged. All of it is exact algebra on the same weights (differences are float
 * The attention runs all heads in one fused ``F.scaled_dot_product_attention`` (~165 ms; with
   4-wide heads its cost is per score, softmax and bookkeeping rather than arithmetic).
 * Gates, enrichment and feed-forward are the library's modules' own arithmetic, re-stated so
-  that the static context is projected once per series instead of once per step.
+  that the static context is projected once per series instead of once per step, and the
+  step-wise enrichment runs on the encoder's and the decoder's steps apart (only the
+  attention's keys and values need them joined), so no gradient flows through a slice.
 * Dropout sits where the library has it (after ``fc2`` of every gated residual network, in
   every gated linear unit, on every head's output and after ``w_h``), with the modules' rate,
-  active exactly when the network is in ``train()`` mode. The masks are drawn from 31-bit
-  integers (:func:`_dropout_mask`), a third of ``F.dropout``'s cost, same distribution; the
-  random stream differs from the library's, so two runs with the same seed through the two
-  paths see different masks.
+  active exactly when the network is in ``train()`` mode. The masks are drawn by
+  :func:`_dropout_mask`, one 31-bit integer for two elements, about a fifth of ``F.dropout``'s cost,
+  at the rate rounded up to a multiple of 2**-15; the random stream differs from the
+  library's, so two runs with the same seed through the two paths see different masks.
 
 Static selection and contexts (per series, cheap) call the library's modules. Where
 :func:`supports_training` is False (a structure this does not reproduce) :func:`train_forward`
@@ -259,9 +261,11 @@ class _SelectedSum(torch.autograd.Function):
         out = xv.new_empty(R, o_gamma.shape[-1])
         for lo in range(0, R, BLOCK_ROWS):
             hi = min(lo + BLOCK_ROWS, R)
-            yhat = _block(xv[:, lo:hi], None if mask is None else mask[:, lo:hi], r_eps, o_eps, params)[-2]
-            y = torch.addcmul(o_beta, yhat, o_gamma)
-            torch.sum(y.mul_(wv[:, lo:hi, None]), dim=0, out=out[lo:hi])
+            w = wv[:, lo:hi]
+            yhat = _block(xv[:, lo:hi], None if mask is None else mask[:, lo:hi], r_eps, o_eps, params,
+                          keep=False)[-2]
+            torch.sum(yhat.mul_(o_gamma).mul_(w.unsqueeze(-1)), dim=0, out=out[lo:hi])
+            out[lo:hi].addmm_(w.t(), o_beta[:, 0])
         ctx.save_for_backward(xv, wv, mask, *params)
         ctx.eps = (r_eps, o_eps)
         return out
@@ -271,28 +275,32 @@ class _SelectedSum(torch.autograd.Function):
         xv, wv, mask, *params = ctx.saved_tensors
         w2, wa, wb, r_coef, o_gamma, o_beta = params[2], params[4], params[6], params[9], params[10], params[11]
         r_eps, o_eps = ctx.eps
-        R = xv.shape[1]
+        R, H = xv.shape[1], o_gamma.shape[-1]
         grads = [torch.zeros_like(p) for p in params]
         g_a1, g_c1, g_w2, g_b2, g_wa, g_ba, g_wb, g_bb, g_rquad, g_rcoef, g_gamma, g_beta = grads
         dwv = torch.empty_like(wv)
         dout = dout.contiguous()
         w2t, wat, wbt = w2.transpose(1, 2), wa.transpose(1, 2), wb.transpose(1, 2)
         gamma_col = o_gamma.transpose(1, 2)  # [V, H, 1]
+        gamma_mean = o_gamma[:, 0].t() / H  # [H, V]
         r_ab = r_coef[:, :2].transpose(1, 2)  # [V, H, 2]
         for lo in range(0, R, BLOCK_ROWS):
             hi = min(lo + BLOCK_ROWS, R)
             x, w, d = xv[:, lo:hi], wv[:, lo:hi], dout[lo:hi]
             m = None if mask is None else mask[:, lo:hi]
-            h1, h2, za, sb, rstd64, coef, yhat, o_rstd = _block(x, m, r_eps, o_eps, params)
+            h1, h2, za, sb, rstd64, coef, yhat, o_rstd = _block(x, m, r_eps, o_eps, params, keep=True)
             # out = sum_v w * (yhat * gamma + beta)
             t = yhat * d  # [V, b, H]
-            torch.addmm(torch.bmm(t, gamma_col).squeeze(-1), o_beta[:, 0], d.t(), out=dwv[:, lo:hi])
+            tg = torch.bmm(t, gamma_col).squeeze(-1)  # [V, b]: sum_h yhat * d * gamma
+            torch.addmm(tg, o_beta[:, 0], d.t(), out=dwv[:, lo:hi])
             g_gamma.baddbmm_(w.unsqueeze(1), t)
             g_beta[:, 0].addmm_(w, d)
-            # LayerNorm (no affine) backward: ds = rstd * (g - mean(g) - yhat * mean(g * yhat))
-            gy = (d * o_gamma).mul_(w.unsqueeze(-1))  # d loss / d yhat, [V, b, H]
-            ds = gy - gy.mean(-1, keepdim=True)
-            ds.addcmul_(yhat, (gy.mul_(yhat)).mean(-1, keepdim=True), value=-1.0).mul_(o_rstd)
+            # LayerNorm (no affine) backward with gy = d * gamma * w (d loss / d yhat):
+            # ds = rstd * (gy - mean(gy) - yhat * mean(gy * yhat)), where both means are w times a
+            # product already at hand: mean(gy) = w * (d @ gamma) / H, mean(gy * yhat) = w * tg / H.
+            ds = d * o_gamma  # [V, b, H]
+            ds.sub_((d @ gamma_mean).t().unsqueeze(-1))
+            ds.addcmul_(yhat, tg.unsqueeze(-1), value=-1.0 / H).mul_((o_rstd.squeeze(-1) * w).unsqueeze(-1))
             # residual: coef @ r_coef with coef = [x * rstd, rstd, 1]
             g_rcoef.baddbmm_(coef, ds)
             p = torch.bmm(ds, r_ab)  # [V, b, 2]: d/d(x * rstd), d/d(rstd)
@@ -300,14 +308,16 @@ class _SelectedSum(torch.autograd.Function):
             x64 = x.double()
             dx1 = dvar * x64
             g_rquad += torch.stack([(dx1 * x64).sum(1), dx1.sum(1), dvar.sum(1)], dim=1)
-            # gated linear unit g = za * sigmoid(zb), then fc2 (and dropout), elu, collapsed fc1
-            dza = ds * sb
-            dzb = (dza * za).mul_(sb.sub_(1.0)).neg_()  # ds * za * sb * (1 - sb)
+            # gated linear unit g = za * sigmoid(zb): dza = ds * sb, dzb = dza * za * (1 - sb), kept
+            # negated (-dzb, in za's storage: neither is needed again) and subtracted where used
+            dza = ds.mul_(sb)
+            ndzb = za.mul_(dza).mul_(sb.sub_(1.0))
             g_wa.baddbmm_(h2.transpose(1, 2), dza)
-            g_wb.baddbmm_(h2.transpose(1, 2), dzb)
+            g_wb.baddbmm_(h2.transpose(1, 2), ndzb, alpha=-1.0)
             g_ba += dza.sum(1, keepdim=True)
-            g_bb += dzb.sum(1, keepdim=True)
-            dz2 = torch.bmm(dza, wat).baddbmm_(dzb, wbt)
+            g_bb -= ndzb.sum(1, keepdim=True)
+            # then fc2 (and dropout), elu, collapsed fc1
+            dz2 = torch.bmm(dza, wat).baddbmm_(ndzb, wbt, alpha=-1.0)
             if m is not None:
                 dz2.mul_(m)
             g_w2.baddbmm_(h1.transpose(1, 2), dz2)
@@ -319,13 +329,17 @@ class _SelectedSum(torch.autograd.Function):
 
 
 def _block(x: torch.Tensor, m: torch.Tensor | None, r_eps: float, o_eps: float,
-           params: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+           params: tuple[torch.Tensor, ...] | list[torch.Tensor], keep: bool) -> tuple[torch.Tensor, ...]:
     """One block's forward through the per-variable networks, with what its backward needs.
 
     Written for speed on [V, rows, H] blocks: ELU as ``relu(z) + exp(min(z, 0)) - 1``, the gated
     linear unit's two halves as two matmuls (contiguous, unlike slices of one), and the
-    LayerNorm from its mean and variance (each about half the time of the fused kernels at
-    these widths, within float rounding of them).
+    LayerNorm from its mean (a matmul) and the norm of the centred rows (each about half the
+    time of the fused kernels at these widths, within float rounding of them). ``keep=False``
+    (the forward pass, which needs only the output) lets the gate's product overwrite ``za``;
+    the backward's recomputation keeps it. Every tensor of [V, rows, H] is written in place where
+    its old value is not needed again: on a CPU a pass that reads two such tensors and writes a
+    third costs about twice one that updates one of them (the three no longer fit the core's cache).
     """
     a1, c1, w2, b2, wa, ba, wb, bb, r_quad, r_coef, _, _ = params
     z1 = torch.baddbmm(c1, x.unsqueeze(-1), a1)
@@ -338,20 +352,40 @@ def _block(x: torch.Tensor, m: torch.Tensor | None, r_eps: float, o_eps: float,
     rstd64 = _residual_rstd(r_quad, x.double(), r_eps)
     rstd = rstd64.to(x.dtype)
     coef = torch.stack([x * rstd, rstd, torch.ones_like(rstd)], dim=1)  # [V, 3, b]: contiguous rows
-    s = torch.baddbmm(za * sb, coef.transpose(1, 2), r_coef)
-    s = s.sub_(s.mean(-1, keepdim=True))
-    o_rstd = torch.rsqrt((s * s).mean(-1, keepdim=True).add_(o_eps))
+    s = (za * sb if keep else za.mul_(sb)).baddbmm_(coef.transpose(1, 2), r_coef)
+    H = s.shape[-1]
+    s.sub_(s @ _row_mean(H, s))
+    o_rstd = torch.linalg.vector_norm(s, dim=-1, keepdim=True).square_().mul_(1.0 / H).add_(o_eps).rsqrt_()
     return h1, h2, za, sb, rstd64, coef, s.mul_(o_rstd), o_rstd
+
+
+_ROW_MEAN: dict[tuple[int, torch.dtype, str], torch.Tensor] = {}
+
+
+def _row_mean(n: int, like: torch.Tensor) -> torch.Tensor:
+    """[n, 1] of 1 / n: ``x @ _row_mean(n, x)`` is the mean over the last dimension, a matmul
+    (about 20 % faster than ``mean(-1)`` over 32-wide rows on a CPU core)."""
+    key = (n, like.dtype, str(like.device))
+    m = _ROW_MEAN.get(key)
+    if m is None:
+        m = _ROW_MEAN[key] = torch.full((n, 1), 1.0 / n, dtype=like.dtype, device=like.device)
+    return m
 
 
 def _dropout_mask(module: nn.Module | None, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
     """The multiplier ``module`` applies to a tensor of ``shape`` (None when it is the identity).
 
-    For an ``nn.Dropout`` with rate ``p`` it is drawn here, ``1 / (1 - p)`` where a uniform 31-bit
-    integer is at least ``p * 2**31``, else 0: the distribution ``F.dropout`` draws (Bernoulli
-    ``1 - p``, scaled), to 5e-10, at a third of its cost on a CPU (18 ms instead of 58 ms for
-    the 3.2 million elements of the encoder's per-variable networks at the default size). Any
-    other module (a subclass in a test) is asked for its multiplier on ones.
+    For an ``nn.Dropout`` with rate ``p`` it is drawn here: 0 with probability ``k / 2**15``
+    (``k = ceil(p * 2**15)``: ``p`` rounded up by less than 3.1e-5, 0.1000061 for 0.1), else
+    ``1 / (1 - p)``, as ``F.dropout`` scales it. Why not ``F.dropout``'s own draw: on a CPU the
+    cost is the random number generator's, one 32-bit draw per element (~1.6 ns), and the masks
+    took ~7 % of a training step at the default size. Here one 31-bit draw (``random_()`` on
+    int32) serves two elements: shifted left by one bit, its high 16 bits are uniform over
+    0..65535 and its low 16 bits over the even numbers 0..65534, so "below ``2 * k``" has
+    probability ``k / 2**15`` in both halves; flipping each half's top bit turns that unsigned
+    comparison into one signed comparison of the int16 view, in place. 5 ms instead of 8 ms for
+    the encoder's 3.2 million elements. Any other module (a subclass in a test) is asked for
+    its multiplier on ones.
     """
     if module is None or not module.training:
         return None
@@ -362,8 +396,15 @@ def _dropout_mask(module: nn.Module | None, shape: tuple[int, ...], like: torch.
         return None
     if p == 1.0:
         return like.new_zeros(shape)
-    draws = torch.empty(shape, dtype=torch.int32, device=like.device).random_()
-    return draws.ge_(math.ceil(p * 2**31)).to(like.dtype).mul_(1.0 / (1.0 - p))
+    n = math.prod(shape)
+    draws = torch.empty((n + 1) // 2, dtype=torch.int32, device=like.device).random_()
+    halves = draws.bitwise_left_shift_(1).bitwise_xor_(_HALF_SIGN_BITS).view(torch.int16)
+    kept = halves.ge_(2 * math.ceil(p * 2**15) - 2**15)
+    return kept[:n].view(shape).to(like.dtype).mul_(1.0 / (1.0 - p))
+
+
+#: 0x80008000 as a signed int32: the top bit of each 16-bit half.
+_HALF_SIGN_BITS = -(2**31) + 2**15
 
 
 def _glu(module: Any, x: torch.Tensor) -> torch.Tensor:
@@ -427,7 +468,12 @@ def _vsn(w: _LiveVSN, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
     f = flat.fc2(F.elu(f))
     f = F.glu(flat.gate_norm.glu.fc(_dropout(flat.gate_norm.glu.dropout, f)), dim=-1)
     fres = flat.resample_norm.norm(torch.addmm(w.f_cr, flat_x, w.f_kr)).view(N, T, -1)
-    weights = torch.softmax(flat.gate_norm.add_norm.norm(f + fres), dim=-1)  # [N, T, V]
+    # The softmax over the variables runs on [V, rows]: over the last dimension of [rows, V] a CPU
+    # takes ~14x as long at these widths (3.3 ms against 0.16 ms for 11 x 18,432, forward), and
+    # the per-variable networks want the weights as [V, rows] anyway.
+    logits = flat.gate_norm.add_norm.norm(f + fres).reshape(rows, V)
+    wv_all = torch.softmax(logits.t().contiguous(), dim=0)  # [V, rows]
+    weights = wv_all.t().view(N, T, V)
 
     # A variable identical in every series (relative time, when all encoders have one length)
     # runs once on [T] rows and is broadcast; in train() mode only without dropout, which would
@@ -442,9 +488,11 @@ def _vsn(w: _LiveVSN, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         s_out = _variable_outputs(w.take(idx), x[0, :, idx].t())  # [Vs, T, H]
         ws = weights[..., idx].permute(1, 0, 2)  # [T, N, Vs]
         parts.append(torch.bmm(ws, s_out.transpose(0, 1)).transpose(0, 1))  # [N, T, H]
-    if not bool(shared.all()):
+    if not bool(shared.any()):  # every variable differs between series (always, under dropout)
+        parts.append(_selected_sum(w, flat_x.t(), wv_all).view(N, T, -1))
+    elif not bool(shared.all()):
         idx = (~shared).nonzero().flatten()
-        wv = weights.reshape(rows, V)[:, idx].t()  # [Vv, rows]
+        wv = wv_all[idx]  # [Vv, rows]
         parts.append(_selected_sum(w.take(idx), flat_x[:, idx].t(), wv).view(N, T, -1))
     return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
@@ -459,23 +507,25 @@ def _lstm(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tenso
     run = nn.LSTM.forward  # the library's subclass would pack
     h, c = state[0].contiguous(), state[1].contiguous()
     T = int(lengths.max())
-    x = x[:, :T]
+    if x.shape[1] > T:
+        x = x[:, :T]
     if bool((lengths == T).all()):
         out, (h, c) = run(lstm, x, (h, c))
         return out, (h, c)
     cuts = [int(v) for v in torch.unique(lengths).tolist()]
+    # One split instead of a slice per segment: a slice's backward writes a zero-filled gradient
+    # of all of x, a split's backward one concatenation.
+    inputs = torch.split(x, [stop - start for start, stop in zip([0, *cuts[:-1]], cuts, strict=True)], dim=1)
     pieces: list[torch.Tensor] = []
     start = 0
     N = x.shape[0]
-    for stop in cuts:
-        if stop <= start:
-            continue
+    for stop, xs in zip(cuts, inputs, strict=True):
         alive = (lengths > start).nonzero().flatten()
         if len(alive) == N:
-            seg, (h, c) = run(lstm, x[:, start:stop], (h, c))
+            seg, (h, c) = run(lstm, xs, (h, c))
             pieces.append(seg)
         else:
-            seg, (hs, cs) = run(lstm, x[alive, start:stop], (h[:, alive].contiguous(), c[:, alive].contiguous()))
+            seg, (hs, cs) = run(lstm, xs[alive], (h[:, alive].contiguous(), c[:, alive].contiguous()))
             h = h.index_copy(1, alive, hs.to(h.dtype))  # (under autocast the LSTM may return another dtype)
             c = c.index_copy(1, alive, cs.to(c.dtype))
             pieces.append(seg.new_zeros(N, stop - start, seg.shape[-1]).index_copy(0, alive, seg))
@@ -516,10 +566,14 @@ def train_forward(network: nn.Module, x: dict[str, torch.Tensor]) -> torch.Tenso
     dec_out, _ = _lstm(net.lstm_decoder, emb_dec, state, decoder_lengths)
     lstm_enc = _add_norm(net.post_lstm_add_norm_encoder, _glu(net.post_lstm_gate_encoder, enc_out), emb_enc)
     lstm_dec = _add_norm(net.post_lstm_add_norm_decoder, _glu(net.post_lstm_gate_decoder, dec_out), emb_dec)
-    lstm_output = torch.cat([lstm_enc, lstm_dec], dim=1)
 
+    # The library enriches the concatenated LSTM output and slices the decoder's steps out of it
+    # twice; the enrichment works step by step, so it runs on each part and only the attention's
+    # keys and values see them joined. (A slice's backward writes a zero-filled gradient of the
+    # whole tensor; a concatenation's hands back views.)
     enrichment = net.static_context_enrichment(static_embedding)
-    attn_input = _grn(net.static_enrichment, lstm_output, enrichment)
+    attn_dec = _grn(net.static_enrichment, lstm_dec, enrichment)
+    attn_input = torch.cat([_grn(net.static_enrichment, lstm_enc, enrichment), attn_dec], dim=1)
 
     mha = net.multihead_attn
     n_head, dk = mha.n_head, mha.d_k
@@ -527,7 +581,7 @@ def train_forward(network: nn.Module, x: dict[str, torch.Tensor]) -> torch.Tenso
     bq = torch.cat([layer.bias for layer in mha.q_layers])
     wk = torch.cat([layer.weight for layer in mha.k_layers])
     bk = torch.cat([layer.bias for layer in mha.k_layers])
-    q = F.linear(attn_input[:, E:], wq, bq).view(N, D, n_head, dk).transpose(1, 2)
+    q = F.linear(attn_dec, wq, bq).view(N, D, n_head, dk).transpose(1, 2)
     k = F.linear(attn_input, wk, bk).view(N, T, n_head, dk).transpose(1, 2)
     v = mha.v_layer(attn_input)  # [N, T, dv], shared by all heads
     mask = net.get_attention_mask(encoder_lengths=encoder_lengths, decoder_lengths=decoder_lengths)
@@ -535,9 +589,9 @@ def train_forward(network: nn.Module, x: dict[str, torch.Tensor]) -> torch.Tenso
                                            attn_mask=~mask[:, None], scale=1.0 / float(dk) ** 0.5)
     attn_output = _dropout(mha.dropout, mha.w_h(_dropout(mha.dropout, heads).mean(dim=1)))
 
-    attn_output = _gate_add_norm(net.post_attn_gate_norm, attn_output, attn_input[:, E:])
+    attn_output = _gate_add_norm(net.post_attn_gate_norm, attn_output, attn_dec)
     output = _grn(net.pos_wise_ff, attn_output)
-    output = _gate_add_norm(net.pre_output_gate_norm, output, lstm_output[:, E:])
+    output = _gate_add_norm(net.pre_output_gate_norm, output, lstm_dec)
     output = net.output_layer(output)
     return net.transform_output(output, target_scale=x["target_scale"])
 
