@@ -247,8 +247,9 @@ class _SelectedSum(torch.autograd.Function):
     size) keeps about ten of them for the backward pass and streams each through memory several
     times: ~410 ms forward and backward, measured. Here the forward keeps nothing but its inputs
     (and the dropout mask), and the backward recomputes each block's forward while it is still
-    in cache and applies the chain rule by hand: ~170 ms. (Keeping the forward's intermediates
-    instead of recomputing them measured the same.) The gradients are the ones autograd gives
+    in cache and applies the chain rule by hand: ~110 ms, mask included (~140 ms before the
+    LayerNorm's means were taken from products the backward already has). (Keeping the forward's
+    intermediates instead of recomputing them measured the same.) The gradients are the ones autograd gives
     for :func:`_variable_outputs`; ``tests/test_trainer_fastforward.py`` compares both with the
     library's.
     """
