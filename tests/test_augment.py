@@ -32,8 +32,8 @@ def _random_windows(rules: WindowRules, first_origin: int):  # type: ignore[no-u
 
 
 @pytest.mark.parametrize(("seasonal_days", "center", "cycle"),
-                         [(0, "mean", None), (2, "mean", None), (2, "last", None), (2, "last", CycleRule(288)),
-                          (2, "last", CycleRule(288, CYCLE_GATE))])
+                         [(0, "mean", None), (2, "mean", None), (2, "last", None), (2, "recent", None),
+                          (2, "last", CycleRule(288)), (2, "last", CycleRule(288, CYCLE_GATE))])
 def test_a_shifted_window_equals_the_window_built_from_the_shifted_history(seasonal_days: int, center: str,
                                                                            cycle: CycleRule | None) -> None:
     panel = synthetic_panel(hosts=3, days=5, signals=SIGNALS)
@@ -80,7 +80,7 @@ def test_injection_moves_about_the_asked_share_late_in_the_context_and_keeps_the
 
 
 @pytest.mark.parametrize(("seasonal_days", "center", "cycle"),
-                         [(0, "mean", None), (2, "last", None), (0, "last", CycleRule(288)),
+                         [(0, "mean", None), (2, "last", None), (2, "recent", None), (0, "last", CycleRule(288)),
                           (0, "last", CycleRule(288, CYCLE_GATE))])
 def test_a_ramped_window_equals_the_window_built_from_the_ramped_history(seasonal_days: int, center: str,
                                                                          cycle: CycleRule | None) -> None:

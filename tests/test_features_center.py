@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecaster.contract.features import WindowRules, build_windows, x_reals
+from forecaster.contract.features import WindowRules, build_windows, recent_level, x_reals
 from forecaster.contract.model import ModelSpec
 from tests.modelkit import synthetic_panel
 
@@ -45,3 +45,27 @@ def test_the_center_is_part_of_the_spec_and_older_models_read_as_mean() -> None:
     assert ModelSpec.from_json(data).center == "mean"
     with pytest.raises(ValueError, match="center must be one of mean, last"):
         ModelSpec.from_json({**data, "center": "median"})
+
+
+def test_a_recent_center_is_the_median_of_the_last_hour_and_ignores_a_spike() -> None:
+    """``center: recent``: the network's zero is the present level, which a spike of a few steps does not move."""
+    panel = synthetic_panel(hosts=2, days=3, signals=SIGNALS)
+    o = panel.n_times - 10
+    panel.values[0, 0, o - 1:o + 1] = 50.0  # a two-step spike at the origin
+    panel.values[1, 1, o - 5] = np.nan  # a gap inside the last hour
+    series = np.array([(0, 0), (1, 1)])
+    batch = build_windows(panel, series, np.full(2, o), WindowRules(144, 24, 72, center="recent"), CODES)
+    hour = [panel.values[i, j, o - 11:o + 1] for i, j in series]
+    np.testing.assert_allclose(batch.center, [np.nanmedian(h) for h in hour])
+    assert batch.center[0] < 5.0 < batch.last_value[0]
+    target = x_reals(SIGNALS).index("target")
+    last_step = batch.encoder_lengths[0] - 1
+    np.testing.assert_allclose(batch.encoder_cont[0, last_step, target],
+                               min((50.0 - batch.center[0]) / batch.scale[0], 10.0), rtol=1e-5)
+
+
+def test_the_recent_level_falls_back_to_the_last_value_where_the_hour_is_empty() -> None:
+    values = np.array([[1.0, 2.0, 3.0, 100.0, 5.0, np.nan], [np.nan] * 6, [7.0] + [np.nan] * 5])
+    level = recent_level(values, np.array([5, 6, 1]), 3, np.array([0.0, 8.0, 9.0]))
+    np.testing.assert_allclose(level, [5.0, 8.0, 7.0])  # median of (3, 100, 5); empty: last value; one step: itself
+

@@ -1,4 +1,4 @@
-"""The median's anchor: a per-horizon pull of the p50 towards the last value, fitted on validation windows."""
+"""The median's anchor: a per-horizon pull of the p50 towards the present level, fitted on validation windows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from forecaster.contract.artifacts import ModelLoadError, load_model_dir, save_model_dir
-from forecaster.contract.calibration import BandCalibration, fit_anchor, pull_to_last
+from forecaster.contract.calibration import BandCalibration, fit_anchor, present_level, pull_to_present
 from forecaster.contract.features import build_windows
 from tests.modelkit import synthetic_panel, train_tiny
 
@@ -47,14 +47,14 @@ def test_a_network_that_undershoots_is_not_pushed_and_a_thin_horizon_keeps_its_p
     assert max(anchor[:5]) < 0.05 and anchor[5:] == [1.0] * (H - 5)
 
 
-def test_the_pull_moves_the_whole_band_and_needs_the_last_value() -> None:
+def test_the_pull_moves_the_whole_band_and_needs_the_present_level() -> None:
     q = np.array([[[8.0, 10.0, 13.0], [7.0, 12.0, 20.0]]])
     last = np.array([6.0])
-    moved = pull_to_last(q, last, [0.5, 1.0])
+    moved = pull_to_present(q, last, [0.5, 1.0])
     np.testing.assert_allclose(moved, [[[6.0, 8.0, 11.0], [7.0, 12.0, 20.0]]])
     band = BandCalibration([1.0, 2.0], [1.0, 0.5], anchor=[0.5, 1.0])
     np.testing.assert_allclose(band.apply(q, last), [[[6.0, 8.0, 11.0], [2.0, 12.0, 16.0]]])
-    with pytest.raises(ValueError, match="pass last"):
+    with pytest.raises(ValueError, match="pass it"):
         band.apply(q)
     # A calibration saved before the anchor existed leaves the median where the network put it.
     np.testing.assert_allclose(BandCalibration([1.0, 1.0], [1.0, 1.0]).apply(q), q)
@@ -88,3 +88,24 @@ def test_training_fits_it_the_model_applies_it_and_models_saved_before_it_load_w
         (path / "model.json").write_text(json.dumps(meta))
         with pytest.raises(ModelLoadError, match="does not match horizon_steps"):
             load_model_dir(path)
+
+
+def test_the_present_level_is_the_last_value_or_with_a_recent_center_the_last_hours_median() -> None:
+    panel = synthetic_panel(hosts=2, days=3)
+    o = panel.n_times - 10
+    panel.values[:, 0, o] = 50.0  # a spike at the origin
+    series = np.array([(0, 0), (1, 0)])
+    for center in ("mean", "last", "recent"):
+        spec_rules = build_windows(panel, series, np.full(2, o), _rules(center), {panel.signals[0]: 1})
+        present = present_level(spec_rules, center)
+        if center == "recent":
+            np.testing.assert_allclose(present, spec_rules.center)
+            assert (present < 50.0).all()
+        else:
+            np.testing.assert_allclose(present, 50.0)  # the last value, whatever the network's zero
+
+
+def _rules(center: str):  # type: ignore[no-untyped-def]
+    from forecaster.contract.features import WindowRules
+
+    return WindowRules(144, 24, 72, center=center)

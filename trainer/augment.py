@@ -25,6 +25,8 @@ from forecaster.contract.features import (
     Z_CLIP,
     CycleRule,
     WindowBatch,
+    recent_level,
+    recent_steps,
     set_cycle_inputs,
     window_center,
     window_scale,
@@ -119,7 +121,11 @@ def move_history(batch: WindowBatch, signals: list[str], seasonal_days: int, row
         # Position 0 is the first observed step (windows are left-aligned), so ``observed`` is never empty.
         observed = enc[j, :L, col["observed"]] > 0.5
         new_mean = float(history[observed].mean())
-        new_center = float(window_center(np.array([new_mean]), history[L - 1:L], center_rule)[0])
+        recent = None
+        if center_rule == "recent":  # the augmenters' windows are at 5-minute steps (RAMP_BEGUN_STEPS)
+            recent = recent_level(np.where(observed, history, np.nan)[None, :], np.array([L]), recent_steps(300),
+                                  history[L - 1:L])
+        new_center = float(window_center(np.array([new_mean]), history[L - 1:L], center_rule, recent)[0])
         new_scale = float(window_scale(history[observed].std(), new_mean))
         enc[j, :L, col["target"]] = np.clip((history - new_center) / new_scale, -Z_CLIP, Z_CLIP)
         if len(signals) > 1:  # the host's copy of this signal is scaled over all filled steps

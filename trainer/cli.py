@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--score", type=Path, default=None, help="score.py to run (default: found beside --data)")
     b.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
     b.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
-    b.add_argument("--center", default=None, help="overrides model.center (mean or last)")
+    b.add_argument("--center", default=None, help="overrides model.center (mean, last or recent)")
     b.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
                    help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
     b.add_argument("--save-model", type=Path, default=None, help="also save the fitted model to this directory")
@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", type=Path, required=True, help="model directory to write")
     pt.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
     pt.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
-    pt.add_argument("--center", default=None, help="overrides model.center (mean or last)")
+    pt.add_argument("--center", default=None, help="overrides model.center (mean, last or recent)")
     pt.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
                     help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
     lightning_flags(pt)

@@ -30,7 +30,8 @@ from forecaster.contract.calibration import (
     fit_anchor,
     fit_band,
     fit_breach_model,
-    pull_to_last,
+    present_level,
+    pull_to_present,
     reliability_table,
 )
 from forecaster.contract.features import (
@@ -605,19 +606,22 @@ def calibrate(model: ForecastModel, panel: Panel, slices: Slices, settings: Trai
     val = slices.val
     raw = model.raw_quantiles(val)
     y = val.target.astype(np.float64)
-    anchor = fit_anchor(raw, y, val.last_value, val.scale)
-    model.band = fit_band(pull_to_last(raw, val.last_value, anchor), y)
+    present = present_level(val, model.spec.center)
+    anchor = fit_anchor(raw, y, present, val.scale)
+    model.band = fit_band(pull_to_present(raw, present, anchor), y)
     model.band.anchor = anchor
-    log.info("median pulled towards the last value by factors %s at 5 min, 30 min, 1 h, 2 h, 8 h (1: no pull)",
+    log.info("median pulled towards the %s by factors %s at 5 min, 30 min, 1 h, 2 h, 8 h (1: no pull)",
+             "last hour's median" if model.spec.center == "recent" else "last value",
              " / ".join(f"{anchor[min(h, len(anchor)) - 1]:.2f}" for h in (1, 6, 12, 24, 96)))
-    calibrated = model.band.apply(raw, val.last_value)
+    calibrated = model.band.apply(raw, present)
     # Breaches are rare (a threshold is a level seldom passed), so the validation slice alone
     # holds few of them: the breach model also learns from hourly windows of the training part.
     extra = breach_fit_windows(panel, slices.split, slices.rules, model.spec.signal_codes(), slices.thresholds,
                                limit=settings.breach_windows, seed=settings.seed)
     if len(extra):
         fit_set = WindowBatch.concat([val, extra])
-        fit_q = np.concatenate([calibrated, model.band.apply(model.raw_quantiles(extra), extra.last_value)])
+        fit_q = np.concatenate([calibrated, model.band.apply(model.raw_quantiles(extra),
+                                                                       present_level(extra, model.spec.center))])
     else:
         fit_set, fit_q = val, calibrated
     model.breach = fit_breach_model(fit_q, fit_set)

@@ -39,9 +39,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class BandCalibration:
-    """First the anchor, ``p50' = last + anchor[h] * (p50 - last)`` with p10 and p90 moved by as much;
-    then ``p10' = p50' - lower[h] * (p50' - p10')`` and ``p90' = p50' + upper[h] * (p90' - p50')``.
-    ``anchor`` None (models saved before it): no pull."""
+    """First the anchor, ``p50' = present + anchor[h] * (p50 - present)`` with p10 and p90 moved by as
+    much (``present``: :func:`present_level`); then ``p10' = p50' - lower[h] * (p50' - p10')`` and
+    ``p90' = p50' + upper[h] * (p90' - p50')``. ``anchor`` None (models saved before it): no pull."""
 
     lower: list[float]
     upper: list[float]
@@ -53,13 +53,13 @@ class BandCalibration:
     def identity(cls, horizon: int) -> BandCalibration:
         return cls([1.0] * horizon, [1.0] * horizon)
 
-    def apply(self, q: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
-        """q: [B, H, 3] sorted quantiles, ``last`` [B] each window's last observed value (needed with an
-        anchor); returns the calibrated quantiles."""
+    def apply(self, q: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+        """q: [B, H, 3] sorted quantiles, ``present`` [B] each window's :func:`present_level` (needed with
+        an anchor); returns the calibrated quantiles."""
         if self.anchor is not None:
-            if last is None:
-                raise ValueError("this calibration pulls the median towards the last value: pass last")
-            q = pull_to_last(q, last, self.anchor)
+            if present is None:
+                raise ValueError("this calibration pulls the median towards the present level: pass it")
+            q = pull_to_present(q, present, self.anchor)
         lo = np.asarray(self.lower, dtype=q.dtype)
         hi = np.asarray(self.upper, dtype=q.dtype)
         out = q.copy()
@@ -93,17 +93,24 @@ def fit_band(q: np.ndarray, y: np.ndarray, smooth: int = 9) -> BandCalibration:
     return cal
 
 
-def pull_to_last(q: np.ndarray, last: np.ndarray, anchor: list[float]) -> np.ndarray:
-    """``q`` [B, H, 3] moved so that ``p50' = last + anchor[h] * (p50 - last)``; p10 and p90 move as much."""
-    step = (np.asarray(anchor, dtype=q.dtype) - 1.0) * (q[..., 1] - last[:, None])
+def present_level(batch: WindowBatch, center: str) -> np.ndarray:
+    """What the median's anchor pulls towards: each window's last value, or with ``center: recent`` its
+    center, the median of the last hour, which a spike at the origin does not move."""
+    return batch.center if center == "recent" else batch.last_value
+
+
+def pull_to_present(q: np.ndarray, present: np.ndarray, anchor: list[float]) -> np.ndarray:
+    """``q`` [B, H, 3] moved so that ``p50' = present + anchor[h] * (p50 - present)``; p10 and p90 move as much."""
+    step = (np.asarray(anchor, dtype=q.dtype) - 1.0) * (q[..., 1] - present[:, None])
     return q + step[..., None]
 
 
-def fit_anchor(q: np.ndarray, y: np.ndarray, last: np.ndarray, scale: np.ndarray,
+def fit_anchor(q: np.ndarray, y: np.ndarray, present: np.ndarray, scale: np.ndarray,
                min_windows: int = 50) -> list[float]:
-    """Per-horizon pull of the p50 towards the last value: the factor ``a`` in [0, 1] that minimises the
-    validation windows' absolute error of ``last + a * (p50 - last)`` (in each window's scale, so no
-    series dominates: a weighted median of the ratios ``(y - last) / (p50 - last)``).
+    """Per-horizon pull of the p50 towards the present level (:func:`present_level`): the factor ``a``
+    in [0, 1] that minimises the validation windows' absolute error of ``present + a * (p50 - present)``
+    (in each window's scale, so no series dominates: a weighted median of the ratios
+    ``(y - present) / (p50 - present)``).
 
     The factors are made non-decreasing with the horizon (each at least the one before it): the pull
     is for the first steps, where the network's own noise is large against how far the signal can have
@@ -113,8 +120,8 @@ def fit_anchor(q: np.ndarray, y: np.ndarray, last: np.ndarray, scale: np.ndarray
     """
     H = q.shape[1]
     s = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)[:, None]
-    moved = (q[..., 1] - last[:, None]) / s  # [B, H], in window scales
-    outcome = (y - last[:, None]) / s
+    moved = (q[..., 1] - present[:, None]) / s  # [B, H], in window scales
+    outcome = (y - present[:, None]) / s
     factors = np.ones(H)
     for h in range(H):
         d, r = moved[:, h], outcome[:, h]

@@ -353,7 +353,9 @@ def build_windows(
         std = np.nanstd(vals_for_stats, axis=1) if B else np.zeros(0)
         enc_max = np.nanmax(vals_for_stats, axis=1) if B else np.zeros(0)
     last_value = target_filled[np.arange(B), np.maximum(lengths - 1, 0)] if B else np.zeros(0)
-    center = window_center(mean, last_value, rules.center)
+    recent = (recent_level(vals_for_stats, lengths, recent_steps(panel.step_seconds), last_value)
+              if rules.center == "recent" else None)
+    center = window_center(mean, last_value, rules.center, recent)
     scale = window_scale(std, mean)
 
     unknown = unknown_reals(panel.signals)
@@ -436,16 +438,48 @@ def build_windows(
 #: A window's values go into the network as (value - center) / scale. ``mean``: the center is the
 #: mean of the context, so a network that outputs zeros forecasts the window's mean; ``last``: the
 #: last observed value, so zeros forecast persistence, and the threshold input becomes the distance
-#: from now to the breach.
-CENTERS = ("mean", "last")
+#: from now to the breach; ``recent``: the median of the last hour's observed values
+#: (:data:`RECENT_SECONDS`), so zeros forecast the present level without the last value's spike.
+CENTERS = ("mean", "last", "recent")
+
+#: How far back the ``recent`` center looks. On NAB's test parts the median of the last hour was
+#: nearer the value 5 minutes to 2 hours later than the last value was (docs/BENCHMARKS.md, "A recent
+#: center"): a spike of a few steps moves the last value, not the median.
+RECENT_SECONDS = 3600
 
 
-def window_center(mean: np.ndarray, last_value: np.ndarray, how: str) -> np.ndarray:
-    """The center of each window under the rule ``how`` (one of :data:`CENTERS`)."""
+def recent_steps(step_seconds: int) -> int:
+    """The number of steps :data:`RECENT_SECONDS` spans at this step (at least 1)."""
+    return max(1, round(RECENT_SECONDS / step_seconds))
+
+
+def recent_level(values: np.ndarray, lengths: np.ndarray, steps: int, last_value: np.ndarray) -> np.ndarray:
+    """The median of each window's last ``steps`` observed values: ``values`` [B, E] left-aligned,
+    NaN where unobserved, ``lengths`` [B] its encoder lengths. ``last_value`` where none was observed."""
+    B = len(lengths)
+    if B == 0:
+        return np.zeros(0)
+    pos = np.asarray(lengths)[:, None] - steps + np.arange(steps)[None, :]
+    tail = np.take_along_axis(values, np.clip(pos, 0, values.shape[1] - 1), axis=1)
+    tail = np.where(pos >= 0, tail, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a window with nothing observed in the tail
+        level = np.nanmedian(tail, axis=1)
+    return np.where(np.isfinite(level), level, np.asarray(last_value, dtype=np.float64))
+
+
+def window_center(mean: np.ndarray, last_value: np.ndarray, how: str,
+                  recent: np.ndarray | None = None) -> np.ndarray:
+    """The center of each window under the rule ``how`` (one of :data:`CENTERS`); ``recent``, the
+    windows' :func:`recent_level`, is needed for ``recent``."""
     if how == "last":
         return np.asarray(last_value, dtype=np.float64)
     if how == "mean":
         return np.asarray(mean, dtype=np.float64)
+    if how == "recent":
+        if recent is None:
+            raise ValueError("the recent center needs the windows' recent level")
+        return np.asarray(recent, dtype=np.float64)
     raise ValueError(f"center must be one of {', '.join(CENTERS)}, not {how!r}")
 
 

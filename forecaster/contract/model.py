@@ -21,6 +21,7 @@ from forecaster.contract.calibration import (
     BandCalibration,
     BreachModel,
     breach_features,
+    present_level,
 )
 from forecaster.contract.config import HORIZON_LABELS, check_bucket_seconds
 from forecaster.contract.features import (
@@ -334,7 +335,7 @@ class ForecastModel:
         """Calibrated quantiles (clipped to each series' bounds), breach probabilities and, with
         ``explain``, each forecast's drivers (a few per cent of the inference time)."""
         raw, explanation = self._infer(batch, chunk, explain)
-        q = self.band.apply(raw, batch.last_value)
+        q = self.band.apply(raw, present_level(batch, self.spec.center))
         if bounds is not None:
             lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])[:, None, None]
             hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])[:, None, None]
