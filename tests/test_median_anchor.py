@@ -10,7 +10,7 @@ import pytest
 
 from forecaster.contract.artifacts import ModelLoadError, load_model_dir, save_model_dir
 from forecaster.contract.calibration import BandCalibration, fit_anchor, present_level, pull_to_present
-from forecaster.contract.features import build_windows
+from forecaster.contract.features import WindowRules, build_windows
 from tests.modelkit import synthetic_panel, train_tiny
 
 B, H = 600, 12
@@ -96,16 +96,11 @@ def test_the_present_level_is_the_last_value_or_with_a_recent_center_the_last_ho
     panel.values[:, 0, o] = 50.0  # a spike at the origin
     series = np.array([(0, 0), (1, 0)])
     for center in ("mean", "last", "recent"):
-        spec_rules = build_windows(panel, series, np.full(2, o), _rules(center), {panel.signals[0]: 1})
-        present = present_level(spec_rules, center)
+        batch = build_windows(panel, series, np.full(2, o), WindowRules(144, 24, 72, center=center),
+                              {panel.signals[0]: 1})
+        present = present_level(batch, center)
         if center == "recent":
-            np.testing.assert_allclose(present, spec_rules.center)
+            np.testing.assert_allclose(present, batch.center)
             assert (present < 50.0).all()
         else:
             np.testing.assert_allclose(present, 50.0)  # the last value, whatever the network's zero
-
-
-def _rules(center: str):  # type: ignore[no-untyped-def]
-    from forecaster.contract.features import WindowRules
-
-    return WindowRules(144, 24, 72, center=center)
