@@ -59,6 +59,8 @@ else
         --save-model "$OUT/model"
     run "How fast the benchmark-trained model follows a level shift" \
       python3 benchmarks/level_shift_response.py "$OUT/model"
+    run "The p50 at short horizons against simple present levels" \
+      python3 benchmarks/short_horizon_levels.py "$DATA" "$OUT/forecasts.parquet"
   fi
 fi
 

@@ -1,7 +1,7 @@
 """The p50's error at short horizons against simple present levels: the last value, and the mean and
 median of the last k values.
 
-Usage: python3 benchmarks/short_horizon_levels.py DATA.parquet FORECASTS.csv
+Usage: python3 benchmarks/short_horizon_levels.py DATA.parquet FORECASTS.csv|.parquet
 
 Prints, per horizon (5 min to 2 h), the median over series of each forecast's mean absolute error in
 the protocol's MASE scale (``../shared/bench/PROTOCOL.md``: seasonal-naive MAE of the training part).
@@ -57,13 +57,14 @@ def errors(data: pd.DataFrame, sidecar: pd.DataFrame, forecasts: pd.DataFrame) -
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        print(next(line for line in __doc__.splitlines() if line.startswith("Usage:")), file=sys.stderr)
         return 2
     data_path, forecasts_path = Path(argv[0]), Path(argv[1])
     try:
         data = pd.read_parquet(data_path)
         sidecar = pd.read_csv(data_path.with_name(data_path.name.replace(".parquet", ".series.csv")))
-        forecasts = pd.read_csv(forecasts_path, parse_dates=["origin"])
+        forecasts = (pd.read_csv(forecasts_path, parse_dates=["origin"]) if forecasts_path.suffix == ".csv"
+                     else pd.read_parquet(forecasts_path))
     except (OSError, ValueError) as exc:
         print(f"short_horizon_levels: {exc}", file=sys.stderr)
         return 1
