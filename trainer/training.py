@@ -620,8 +620,8 @@ def calibrate(model: ForecastModel, panel: Panel, slices: Slices, settings: Trai
                                limit=settings.breach_windows, seed=settings.seed)
     if len(extra):
         fit_set = WindowBatch.concat([val, extra])
-        fit_q = np.concatenate([calibrated, model.band.apply(model.raw_quantiles(extra),
-                                                                       present_level(extra, model.spec.center))])
+        extra_q = model.band.apply(model.raw_quantiles(extra), present_level(extra, model.spec.center))
+        fit_q = np.concatenate([calibrated, extra_q])
     else:
         fit_set, fit_q = val, calibrated
     model.breach = fit_breach_model(fit_q, fit_set)
