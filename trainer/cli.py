@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from toolkit.cli import Parser, UsageError, add_config_flag, add_global_flags_to, add_log_flags, add_version_flag
 
 if TYPE_CHECKING:  # the real imports stay inside the functions: torch takes seconds to import
+    import numpy as np
+
     from forecaster.contract.config import Config
     from forecaster.contract.model import ModelSpec
     from forecaster.contract.panel import Panel
@@ -119,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--score", type=Path, default=None, help="score.py to run (default: found beside --data)")
     b.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
     b.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
-    b.add_argument("--center", default=None, help="overrides model.center (mean, last or recent)")
+    b.add_argument("--center", default=None, help="overrides model.center (auto, last, recent or mean)")
     b.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
                    help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
     b.add_argument("--save-model", type=Path, default=None, help="also save the fitted model to this directory")
@@ -145,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--out", type=Path, required=True, help="model directory to write")
     pt.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
     pt.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
-    pt.add_argument("--center", default=None, help="overrides model.center (mean, last or recent)")
+    pt.add_argument("--center", default=None, help="overrides model.center (auto, last, recent or mean)")
     pt.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
                     help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
     lightning_flags(pt)
@@ -439,6 +441,7 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
     holdout = _holdout_steps(panel, spec, config)
     if holdout is None:
         return EXIT_NO_DATA, None, None
+    spec = _resolved_center(args, registry, spec, panel, np.full(len(panel.instances), panel.n_times - holdout))
     # The declared windows with the query schedules' runs over this history (trainer/history.py).
     settings = dataclasses.replace(_settings(args, config, config.trainer.time_budget_minutes),
                                    schedules=history.schedules)
@@ -535,12 +538,28 @@ def _starting_weights(args: argparse.Namespace, registry: Registry, scope: str, 
     Continuing keeps what earlier runs learned from longer and broader histories than the one
     window this run reads; the promotion gate still judges the result against the current model.
     """
+    if args.init_from is not None:
+        return args.init_from / "model.safetensors"
+    current = _current_model(args, registry, scope, spec)
+    if current is None:
+        return None
+    path, found = current
+    differ = _shape_differences(found, spec)
+    if differ:
+        log.info("%s: training from scratch: the current model %s differs in %s", scope, path.name, ", ".join(differ))
+        return None
+    log.info("%s: continuing from the current model %s (--from-scratch: fresh weights)", scope, path.name)
+    return path / "model.safetensors"
+
+
+def _current_model(args: argparse.Namespace, registry: Registry, scope: str,
+                   spec: ModelSpec) -> tuple[Path, ModelSpec] | None:
+    """The model directory a run without ``--from-scratch`` would continue from and its spec: the
+    scope's current model, else the global one (None: none readable, or ``--from-scratch``)."""
     from forecaster.contract.artifacts import ModelLoadError, read_metadata
     from forecaster.contract.model import ModelSpec
     from forecaster.contract.registry import GLOBAL_SCOPE
 
-    if args.init_from is not None:
-        return args.init_from / "model.safetensors"
     if getattr(args, "from_scratch", True):
         return None
     for candidate_scope in dict.fromkeys((scope, GLOBAL_SCOPE)):
@@ -548,18 +567,42 @@ def _starting_weights(args: argparse.Namespace, registry: Registry, scope: str, 
             path = registry.latest_path(candidate_scope)
             if path is None:
                 continue
-            current = ModelSpec.from_json(read_metadata(path)["spec"])
+            return path, ModelSpec.from_json(read_metadata(path)["spec"])
         except (ModelLoadError, KeyError, TypeError, ValueError) as exc:
             log.warning("%s: not starting from the current model of %s (%s)", scope, candidate_scope, exc)
-            continue
-        differ = [f for f in _SHAPE_FIELDS if getattr(current, f) != getattr(spec, f)]
-        if differ:
-            log.info("%s: training from scratch: the current model %s differs in %s", scope, path.name,
-                     ", ".join(differ))
-            return None
-        log.info("%s: continuing from the current model %s (--from-scratch: fresh weights)", scope, path.name)
-        return path / "model.safetensors"
     return None
+
+
+def _shape_differences(start: ModelSpec, spec: ModelSpec) -> list[str]:
+    """The shape fields in which ``start`` differs from ``spec``; ``center: auto`` takes any center."""
+    from trainer.centering import AUTO
+
+    return [f for f in _SHAPE_FIELDS if getattr(start, f) != getattr(spec, f)
+            and not (f == "center" and spec.center == AUTO)]
+
+
+def _resolved_center(args: argparse.Namespace, registry: Registry, spec: ModelSpec, panel: Panel,
+                     series_end: np.ndarray) -> ModelSpec:
+    """``spec`` with ``center: auto`` resolved (trainer/centering.py): the center of the network this
+    run continues from, if it continues from one, else the one the history's training part favours."""
+    from forecaster.contract.artifacts import ModelLoadError, read_metadata
+    from forecaster.contract.model import ModelSpec
+    from forecaster.contract.registry import GLOBAL_SCOPE
+    from trainer.centering import AUTO, resolve_center
+
+    if spec.center != AUTO:
+        return spec
+    start = None
+    if args.init_from is not None:
+        try:
+            start = ModelSpec.from_json(read_metadata(args.init_from)["spec"])
+        except (ModelLoadError, KeyError, TypeError, ValueError):
+            start = None  # train_model reports the unreadable weights
+    else:
+        current = _current_model(args, registry, GLOBAL_SCOPE, spec)
+        if current is not None and not _shape_differences(current[1], spec):
+            start = current[1]
+    return resolve_center(spec, panel, series_end, start)
 
 
 def _read_history(config: Config) -> History | None:
@@ -676,8 +719,11 @@ def _fingerprint(panel: Panel) -> str:
 def cmd_backtest(args: argparse.Namespace) -> int:
     """The protocol on one dataset; with ``--init-from`` twice, from fresh and from pretrained weights
     (same data, settings and seed), so what the pretrained weights change is measured, not assumed."""
+    from forecaster.contract.artifacts import read_metadata
+    from forecaster.contract.model import ModelSpec
     from forecaster.contract.panel import PanelError
     from trainer.backtest import find_scorer, load_benchmark, origins_for
+    from trainer.centering import resolve_center
 
     config = _load_config(args, _model_overrides(args))
     if config is None:
@@ -704,6 +750,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     spec = _spec(config, list(data.panel.signals))
     if _missing_init(args) or (args.init_from is not None and _refused_init(args.init_from, spec, data.multivariate)):
         return EXIT_USAGE
+    scratch_spec = resolve_center(spec, data.panel, data.train_end, scope="backtest")
     runs = 2 if args.init_from is not None else 1
     # The budget covers the whole command: keep a margin for loading, inference and writing.
     budget = (args.time_budget if args.time_budget is not None else 25.0) / runs
@@ -720,17 +767,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
              f"{len(data.panel.signals)} metric kinds)" if data.multivariate else "each series on its own")
     scorer = args.score or find_scorer(args.data)
     if args.init_from is None:
-        return _backtest_run(args, data, spec, settings, args.out, args.report, args.save_model, scorer)
+        return _backtest_run(args, data, scratch_spec, settings, args.out, args.report, args.save_model, scorer)
     scratch_out = args.out.with_name(f"{args.out.stem}.scratch{args.out.suffix}")
     scratch_report = args.report.with_name(f"{args.report.stem}.scratch{args.report.suffix}") if args.report \
         else None
     settings.initial_weights = None
-    code = _backtest_run(args, data, spec, settings, scratch_out, scratch_report, None, scorer, "tft-scratch")
+    code = _backtest_run(args, data, scratch_spec, settings, scratch_out, scratch_report, None, scorer, "tft-scratch")
     if code != EXIT_OK:
         return code
     settings.initial_weights = args.init_from / "model.safetensors"
-    return _backtest_run(args, data, spec, settings, args.out, args.report, args.save_model, scorer,
-                         "tft-pretrained")
+    start = ModelSpec.from_json(read_metadata(args.init_from)["spec"])  # readable: _refused_init checked it
+    return _backtest_run(args, data, resolve_center(spec, data.panel, data.train_end, start, "backtest"), settings,
+                         args.out, args.report, args.save_model, scorer, "tft-pretrained")
 
 
 def _missing_init(args: argparse.Namespace) -> bool:
@@ -751,7 +799,7 @@ def _refused_init(model_dir: Path, spec: ModelSpec, multivariate: bool) -> bool:
     except (ModelLoadError, KeyError, TypeError, ValueError) as exc:
         print(f"tft-trainer: --init-from {model_dir}: unreadable model ({exc})", file=sys.stderr)
         return True
-    differ = [f for f in _SHAPE_FIELDS if getattr(start, f) != getattr(spec, f)]
+    differ = _shape_differences(start, spec)
     if differ:
         hint = (" (a multivariate dataset: --univariate fits the one-signal shape `tft-trainer pretrain` writes)"
                 if multivariate and len(start.signals) == 1 else "")

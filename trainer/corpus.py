@@ -306,10 +306,11 @@ def pretrain(corpus: Path, spec_for: Callable[[list[str]], ModelSpec], settings:
     signal, ``value``, is the shape ``tft-trainer backtest`` fits on any protocol dataset (``--univariate``
     for a multivariate one), so it is what ``backtest --init-from`` can start from.
     """
+    from trainer.centering import resolve_center
     from trainer.training import train_model
 
     data = load_benchmark(Path(corpus), univariate=True)
     log.info("pretraining on %s: %d series, %d steps of %ds", corpus, len(data.series_ids), data.panel.n_times,
              data.panel.step_seconds)
-    return train_model(data.panel, spec_for(list(data.panel.signals)), settings, validation_steps,
-                       series_end=data.train_end)
+    spec = resolve_center(spec_for(list(data.panel.signals)), data.panel, data.train_end, scope="pretrain")
+    return train_model(data.panel, spec, settings, validation_steps, series_end=data.train_end)

@@ -241,7 +241,7 @@ class ModelSection(_Section):
     dropout: float = Field(default=0.1, ge=0, lt=1)
     min_history_steps: int = Field(default=72, ge=2)
     seasonal_days: int = Field(default=0, ge=0, le=28)
-    center: Literal["mean", "last", "recent"] = "last"
+    center: Literal["auto", "mean", "last", "recent"] = "auto"
     # The same-time inputs (seasonal_days > 0) read the mean and maximum of buckets of this many seconds,
     # which the forecaster queries at that step (forecaster/contract/seasonal.py); 0: every step's value.
     seasonal_bucket_seconds: int = Field(default=3600, ge=0)

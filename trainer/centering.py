@@ -1,0 +1,116 @@
+"""``model.center: auto``: the window's center chosen from the training history, once per network.
+
+Which present level a network is built around matters more than any other single choice measured on
+real data (docs/BENCHMARKS.md, "The center chosen from the data"), and the best one depends on the
+fleet. On spiky metrics (NAB's AWS series) a spike of a few steps is gone half an hour later, so the
+median of the last hour is nearer the next two hours than the last value is, and ``recent`` gave
+the best NAB figures measured. On smooth or trending metrics (SMD's machines, the simulator's leaks
+and filling disks) the last value is the better present, and ``recent`` made the next step and the
+median path on ramps worse. Choosing per window did worse than either (the two geometries mixed in
+one network); choosing per network, from the same comparison on the training history, keeps each
+fleet on its better side.
+
+The comparison: for each series, the mean absolute error of the last hour's median and of the last
+value as forecasts of every step 5 minutes to 2 hours ahead, at origins spread over the series'
+training part; their ratio, median over series. ``recent`` only where the median is clearly better
+(ratio below :data:`RECENT_WINS_BELOW`); a tie keeps ``last``, which the median path's ramps and the
+next-step goal were built on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from forecaster.contract.features import recent_steps
+from forecaster.contract.model import ModelSpec
+from forecaster.contract.panel import Panel
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+#: ``recent`` when the hour's median forecasts the next two hours at least 10 % better than the last
+#: value does, median over series. Measured on the training parts (2026-12-02): NAB 0.78 (19 of 20
+#: series below 1), SMD 0.99, a simulated fleet 1.20.
+RECENT_WINS_BELOW = 0.9
+AHEAD_SECONDS = 7200  # the horizons compared: 1 step .. 2 h
+MAX_SERIES = 256  # a sample is enough for a median over series, and keeps a 5,000-host fleet cheap
+MAX_ORIGINS = 256  # per series, spread evenly over its training part
+MIN_SERIES = 1
+
+
+@dataclass(frozen=True)
+class CenterChoice:
+    """What ``auto`` chose and why: the median ratio (None: too little history to compare)."""
+
+    center: str
+    ratio: float | None
+    series: int
+    reason: str
+
+
+def recent_over_last(panel: Panel, series_end: np.ndarray, seed: int = 0) -> tuple[float | None, int]:
+    """Median over series of MAE(last hour's median) / MAE(last value) as forecasts 1 step .. 2 h
+    ahead, on each series' history before ``series_end[instance]`` (exclusive); and how many series
+    entered it (a series with a constant training part has no ratio)."""
+    steps = recent_steps(panel.step_seconds)
+    ahead = max(1, round(AHEAD_SECONDS / panel.step_seconds))
+    ends = np.asarray(series_end, dtype=np.int64)
+    pairs = [(i, s) for i in range(len(panel.instances)) for s in range(len(panel.signals))
+             if ends[i] >= steps + ahead + 1]
+    rng = np.random.default_rng(seed)
+    if len(pairs) > MAX_SERIES:
+        pairs = [pairs[k] for k in sorted(rng.choice(len(pairs), MAX_SERIES, replace=False))]
+    ratios = []
+    for i, s in pairs:
+        y = panel.values[i, s, : ends[i]].astype(np.float64)
+        first = steps - 1
+        last_origin = len(y) - ahead - 1
+        origins = np.unique(np.linspace(first, last_origin, min(MAX_ORIGINS, last_origin - first + 1)).astype(np.int64))
+        now = y[origins]
+        tail = y[origins[:, None] - np.arange(steps)[None, ::-1]]
+        future = y[origins[:, None] + np.arange(1, ahead + 1)[None, :]]
+        usable = np.isfinite(now) & (np.isfinite(tail).sum(axis=1) > 0)
+        if usable.sum() < 10:
+            continue
+        median = np.nanmedian(tail[usable], axis=1)
+        err_last = np.abs(future[usable] - now[usable, None])
+        err_median = np.abs(future[usable] - median[:, None])
+        known = np.isfinite(err_last)
+        if not known.any():
+            continue
+        mae_last, mae_median = err_last[known].mean(), err_median[known].mean()
+        if not mae_last > 0:
+            continue
+        ratios.append(mae_median / mae_last)
+    if len(ratios) < MIN_SERIES:
+        return None, 0
+    return float(np.median(ratios)), len(ratios)
+
+
+def choose_center(panel: Panel, series_end: np.ndarray) -> CenterChoice:
+    """``recent`` or ``last`` for a network trained from scratch on this history (module docstring)."""
+    ratio, n = recent_over_last(panel, series_end)
+    if ratio is None:
+        return CenterChoice("last", None, 0, "too little history to compare the last hour's median with the last value")
+    compared = f"{1 - ratio:.0%} better" if ratio < 1 else f"{ratio - 1:.0%} worse"
+    said = f"the last hour's median forecast the next 2 h {compared} than the last value (median over {n} series"
+    if ratio < RECENT_WINS_BELOW:
+        return CenterChoice("recent", ratio, n, said + ")")
+    return CenterChoice("last", ratio, n, said + f"; recent needs {1 - RECENT_WINS_BELOW:.0%} better)")
+
+def resolve_center(spec: ModelSpec, panel: Panel, series_end: np.ndarray, start: ModelSpec | None = None,
+                   scope: str = "training") -> ModelSpec:
+    """``spec`` with ``center: auto`` replaced: by the center of ``start``, the network the run continues
+    from (its weights were trained around it), else by :func:`choose_center` on this history. Any other
+    center is returned as it is."""
+    if spec.center != AUTO:
+        return spec
+    if start is not None:
+        log.info("%s: center %s, as the network it continues from (model.center: auto)", scope, start.center)
+        return replace(spec, center=start.center)
+    choice = choose_center(panel, series_end)
+    log.info("%s: center %s (model.center: auto): %s", scope, choice.center, choice.reason)
+    return replace(spec, center=choice.center)
