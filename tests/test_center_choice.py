@@ -65,6 +65,10 @@ def test_too_little_or_constant_history_keeps_the_last_value() -> None:
     gappy = _spiky().values.copy()
     gappy[:, :, ::2] = np.nan  # every other step missing: still compared on what is there
     assert choose_center(dataclasses.replace(_spiky(), values=gappy), np.full(6, 2000)).center == "recent"
+    late = _spiky().values.copy()
+    late[:3, :, :1500] = np.nan  # three hosts that joined late: compared on their last 500 steps
+    choice = choose_center(dataclasses.replace(_spiky(), values=late), np.full(6, 2000))
+    assert (choice.center, choice.series) == ("recent", 6)
 
 
 def test_auto_takes_the_center_of_the_network_it_continues_from() -> None:
