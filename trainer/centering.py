@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from forecaster.contract.features import recent_steps
+from forecaster.contract.features import recent_level, recent_steps
 from forecaster.contract.model import ModelSpec
 from forecaster.contract.panel import Panel
 
@@ -73,15 +73,15 @@ def recent_over_last(panel: Panel, series_end: np.ndarray, seed: int = 0) -> tup
         if last_origin - first < 10:
             continue
         origins = np.unique(np.linspace(first, last_origin, min(MAX_ORIGINS, last_origin - first + 1)).astype(np.int64))
-        now = y[origins]
-        tail = y[origins[:, None] - np.arange(steps)[None, ::-1]]
-        future = y[origins[:, None] + np.arange(1, ahead + 1)[None, :]]
-        usable = np.isfinite(now) & (np.isfinite(tail).sum(axis=1) > 0)
-        if usable.sum() < 10:
+        origins = origins[np.isfinite(y[origins])]  # an origin is the last observed value
+        if len(origins) < 10:
             continue
-        median = np.nanmedian(tail[usable], axis=1)
-        err_last = np.abs(future[usable] - now[usable, None])
-        err_median = np.abs(future[usable] - median[:, None])
+        now = y[origins]
+        tail = y[origins[:, None] - np.arange(steps)[None, ::-1]]  # the hour up to the origin, NaN where unobserved
+        median = recent_level(tail, np.full(len(origins), steps), steps, now)  # the `recent` center itself
+        future = y[origins[:, None] + np.arange(1, ahead + 1)[None, :]]
+        err_last = np.abs(future - now[:, None])
+        err_median = np.abs(future - median[:, None])
         known = np.isfinite(err_last)
         if not known.any():
             continue

@@ -556,8 +556,7 @@ def _current_model(args: argparse.Namespace, registry: Registry, scope: str,
                    spec: ModelSpec) -> tuple[Path, ModelSpec] | None:
     """The model directory a run without ``--from-scratch`` would continue from and its spec: the
     scope's current model, else the global one (None: none readable, or ``--from-scratch``)."""
-    from forecaster.contract.artifacts import ModelLoadError, read_metadata
-    from forecaster.contract.model import ModelSpec
+    from forecaster.contract.artifacts import ModelLoadError
     from forecaster.contract.registry import GLOBAL_SCOPE
 
     if getattr(args, "from_scratch", True):
@@ -567,10 +566,19 @@ def _current_model(args: argparse.Namespace, registry: Registry, scope: str,
             path = registry.latest_path(candidate_scope)
             if path is None:
                 continue
-            return path, ModelSpec.from_json(read_metadata(path)["spec"])
+            return path, _saved_spec(path)
         except (ModelLoadError, KeyError, TypeError, ValueError) as exc:
             log.warning("%s: not starting from the current model of %s (%s)", scope, candidate_scope, exc)
     return None
+
+
+def _saved_spec(model_dir: Path) -> ModelSpec:
+    """The spec in a model directory's ``model.json`` (raises ModelLoadError, KeyError, TypeError or
+    ValueError for an unreadable one)."""
+    from forecaster.contract.artifacts import read_metadata
+    from forecaster.contract.model import ModelSpec
+
+    return ModelSpec.from_json(read_metadata(model_dir)["spec"])
 
 
 def _shape_differences(start: ModelSpec, spec: ModelSpec) -> list[str]:
@@ -585,8 +593,7 @@ def _resolved_center(args: argparse.Namespace, registry: Registry, spec: ModelSp
                      series_end: np.ndarray) -> ModelSpec:
     """``spec`` with ``center: auto`` resolved (trainer/centering.py): the center of the network this
     run continues from, if it continues from one, else the one the history's training part favours."""
-    from forecaster.contract.artifacts import ModelLoadError, read_metadata
-    from forecaster.contract.model import ModelSpec
+    from forecaster.contract.artifacts import ModelLoadError
     from forecaster.contract.registry import GLOBAL_SCOPE
     from trainer.centering import AUTO, resolve_center
 
@@ -595,7 +602,7 @@ def _resolved_center(args: argparse.Namespace, registry: Registry, spec: ModelSp
     start = None
     if args.init_from is not None:
         try:
-            start = ModelSpec.from_json(read_metadata(args.init_from)["spec"])
+            start = _saved_spec(args.init_from)
         except (ModelLoadError, KeyError, TypeError, ValueError):
             start = None  # train_model reports the unreadable weights
     else:
@@ -719,8 +726,6 @@ def _fingerprint(panel: Panel) -> str:
 def cmd_backtest(args: argparse.Namespace) -> int:
     """The protocol on one dataset; with ``--init-from`` twice, from fresh and from pretrained weights
     (same data, settings and seed), so what the pretrained weights change is measured, not assumed."""
-    from forecaster.contract.artifacts import read_metadata
-    from forecaster.contract.model import ModelSpec
     from forecaster.contract.panel import PanelError
     from trainer.backtest import find_scorer, load_benchmark, origins_for
     from trainer.centering import resolve_center
@@ -776,7 +781,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         return code
     settings.initial_weights = args.init_from / "model.safetensors"
-    start = ModelSpec.from_json(read_metadata(args.init_from)["spec"])  # readable: _refused_init checked it
+    start = _saved_spec(args.init_from)  # readable: _refused_init checked it
     return _backtest_run(args, data, resolve_center(spec, data.panel, data.train_end, start, "backtest"), settings,
                          args.out, args.report, args.save_model, scorer, "tft-pretrained")
 
@@ -791,11 +796,10 @@ def _missing_init(args: argparse.Namespace) -> bool:
 
 def _refused_init(model_dir: Path, spec: ModelSpec, multivariate: bool) -> bool:
     """Print why ``--init-from`` cannot start this backtest's network, if it cannot (before any training)."""
-    from forecaster.contract.artifacts import ModelLoadError, read_metadata
-    from forecaster.contract.model import ModelSpec
+    from forecaster.contract.artifacts import ModelLoadError
 
     try:
-        start = ModelSpec.from_json(read_metadata(model_dir)["spec"])
+        start = _saved_spec(model_dir)
     except (ModelLoadError, KeyError, TypeError, ValueError) as exc:
         print(f"tft-trainer: --init-from {model_dir}: unreadable model ({exc})", file=sys.stderr)
         return True
