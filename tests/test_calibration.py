@@ -18,9 +18,10 @@ from forecaster.contract.calibration import (
     breach_features,
     breach_history,
     fit_breach_model,
+    same_hours_yesterday,
     warning_cutoff,
 )
-from forecaster.contract.features import WindowRules, build_windows
+from forecaster.contract.features import WindowRules, breach_within, build_windows
 from forecaster.contract.panel import Panel
 from tests.modelkit import synthetic_panel, train_tiny
 from tests.test_trainer import _config, _parquet
@@ -57,6 +58,64 @@ def test_breach_history_counts_runs_and_time_since() -> None:
     assert hist[1, 3] == pytest.approx(6 / E)  # 30, 31, 32, 40, 60, 61 above
 
 
+def test_same_hours_yesterday_reads_the_context_one_day_back() -> None:
+    """A day of 24 steps (hourly data): the origin's context (48 steps) holds yesterday's next hours."""
+    T, origin, day = 100, 70, 24
+    values = np.full((3, T), 0.5)
+    values[1, origin - day + 3:origin - day + 5] = 0.95  # a 2-step breach yesterday, 3-4 steps after the hour
+    values[2, origin - day + 7] = 0.93  # one step above, yesterday, beyond a 6-step horizon
+    batch = _windows(_panel(values), [origin])
+    feats = same_hours_yesterday(batch, 6, day)
+    scale = batch.scale
+    assert feats[0].tolist() == [0.0, pytest.approx(np.arcsinh(-0.4 / scale[0])), 0.0]
+    assert feats[1].tolist() == [pytest.approx(2 / 6), pytest.approx(np.arcsinh(0.05 / scale[1])), 1.0]
+    assert feats[2].tolist() == [0.0, pytest.approx(np.arcsinh(-0.4 / scale[2])), 0.0]
+    assert same_hours_yesterday(batch, 8, day)[2, 0] == pytest.approx(1 / 8)  # now within the horizon
+    # A context shorter than a day does not reach back: "no breach".
+    assert same_hours_yesterday(batch, 6, E + 1).tolist() == [[0.0, pytest.approx(np.arcsinh(-10.0)), 0.0]] * 3
+
+
+def test_breaches_at_the_same_hour_each_day_raise_the_probability() -> None:
+    """Half the fleet breaches at one hour every day. Every series also jumps above the threshold for one
+    step (not a breach) at a random hour each day, so the time since it was last above says little;
+    the day before says when the next breach comes."""
+    rng = np.random.default_rng(5)
+    day, T, n = 24, 24 * 40, 12
+    values = 0.5 + 0.03 * rng.standard_normal((n, T))
+    for i in range(n):
+        hour = int(rng.integers(0, day - 2))
+        for start in range(0, T - day, day):
+            values[i, start + int(rng.integers(0, day - 2))] = 0.97
+            if i < n // 2:
+                values[i, start + hour:start + hour + 2] = 0.97
+    batch = _windows(_panel(values), list(range(E, T - H, 1)))
+    q = np.repeat(batch.last_value[:, None, None], H, axis=1) + np.array([-0.05, 0.0, 0.05])
+    armed = armed_windows(batch, 6)
+    coming = breach_within(batch.target.astype(np.float64), batch.threshold, 6)
+    fixed = batch.series[:, 0] < n // 2
+
+    def fitted(day_steps: int) -> np.ndarray:
+        return fit_breach_model(q, batch, day_steps).probability("30m", breach_features(q, batch, 6, day_steps))
+
+    p, p_without = fitted(day), fitted(E + 1)  # E + 1: the context does not reach back a day
+    g = fixed & armed
+    # With the day before the coming breaches are near-certain and the quiet hours near-zero.
+    assert p[g & coming].mean() > 0.9 > 0.75 > p_without[g & coming].mean()
+    assert p[g & ~coming].mean() < 0.02 < 0.05 < p_without[g & ~coming].mean()
+    assert np.mean((p[armed] - coming[armed]) ** 2) < 0.2 * np.mean((p_without[armed] - coming[armed]) ** 2)
+
+
+def test_a_breach_model_fitted_before_the_day_before_reads_its_nine_features() -> None:
+    batch = _windows(_panel(np.full((2, 120), 0.5)), [80])
+    q = np.repeat(batch.last_value[:, None, None], H, axis=1) + np.array([-0.05, 0.0, 0.05])
+    feats = breach_features(q, batch, 24, 24)
+    assert feats.shape == (2, len(BREACH_FEATURES))
+    weights = [-3.0, 1.5, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
+    old = BreachModel.from_json({"weights": {"2h": weights}, "cutoffs": {"2h": 0.3}})
+    w = np.array(weights)
+    assert old.probability("2h", feats) == pytest.approx(1 / (1 + np.exp(-(w[0] + feats[:, :9] @ w[1:]))))
+
+
 def test_armed_windows_are_below_the_threshold_with_a_known_outcome() -> None:
     T, origin = 120, 80
     values = np.full((4, T), 0.5)
@@ -79,8 +138,8 @@ def test_recurring_breaches_raise_the_probability() -> None:
     panel = _panel(values)
     batch = _windows(panel, list(range(E, T - H, 6)))
     q = np.repeat(batch.last_value[:, None, None], H, axis=1) + np.array([-0.05, 0.0, 0.05])
-    model = fit_breach_model(q, batch)
-    p = model.probability("2h", breach_features(q, batch, 24))
+    model = fit_breach_model(q, batch, 288)
+    p = model.probability("2h", breach_features(q, batch, 24, 288))
     recurring = batch.series[:, 0] < n // 2
     armed = batch.last_value <= 0.9
     assert p[recurring & armed].mean() > 0.5 > p[~recurring & armed].mean()
@@ -115,7 +174,7 @@ def test_old_breach_weights_are_refused_then_recalibrated(tmp_path: Path) -> Non
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="recalibrate"):
         load_model_dir(path)
-    with pytest.raises(ValueError, match="expected 10"):
+    with pytest.raises(ValueError, match="expected 13"):
         BreachModel.from_json(meta["calibration"]["breach"])
 
     config = _config(tmp_path)

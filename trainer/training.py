@@ -624,7 +624,7 @@ def calibrate(model: ForecastModel, panel: Panel, slices: Slices, settings: Trai
         fit_q = np.concatenate([calibrated, extra_q])
     else:
         fit_set, fit_q = val, calibrated
-    model.breach = fit_breach_model(fit_q, fit_set)
+    model.breach = fit_breach_model(fit_q, fit_set, steps_per_day(model.spec.step_seconds))
     return validation_report(model, val, calibrated)
 
 
@@ -639,7 +639,7 @@ def validation_report(model: ForecastModel, val: WindowBatch, q: np.ndarray) -> 
         known = armed_windows(val, H)
         if not known.any():
             continue
-        feats = breach_features(q[known], val.take(known), H)
+        feats = breach_features(q[known], val.take(known), H, steps_per_day(model.spec.step_seconds))
         prob = model.breach.probability(label, feats)
         outcome = breach_within(y[known], val.threshold[known], H).astype(np.float64)
         report["breach"][label] = {"reliability": reliability_table(prob, outcome),

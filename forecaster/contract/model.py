@@ -348,7 +348,7 @@ class ForecastModel:
                 continue
             p = np.full(len(batch), np.nan)
             if has_thr.any():
-                feats = breach_features(q[has_thr], batch.take(has_thr), H)
+                feats = breach_features(q[has_thr], batch.take(has_thr), H, steps_per_day(self.spec.step_seconds))
                 p[has_thr] = self.breach.probability(label, feats)
             probs[label] = p
         if explanation is None:
