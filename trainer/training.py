@@ -631,6 +631,7 @@ def calibrate(model: ForecastModel, panel: Panel, slices: Slices, settings: Trai
 def validation_report(model: ForecastModel, val: WindowBatch, q: np.ndarray) -> dict[str, Any]:
     """Calibration evidence stored with the model: coverage and breach reliability per horizon."""
     y = val.target.astype(np.float64)
+    day_steps = steps_per_day(model.spec.step_seconds)
     report: dict[str, Any] = {"windows": len(val), "coverage_p10_p90": model.band.coverage_after,
                               "coverage_before_calibration": model.band.coverage_before, "breach": {}}
     for label, H in BREACH_HORIZONS.items():
@@ -639,7 +640,7 @@ def validation_report(model: ForecastModel, val: WindowBatch, q: np.ndarray) -> 
         known = armed_windows(val, H)
         if not known.any():
             continue
-        feats = breach_features(q[known], val.take(known), H, steps_per_day(model.spec.step_seconds))
+        feats = breach_features(q[known], val.take(known), H, day_steps)
         prob = model.breach.probability(label, feats)
         outcome = breach_within(y[known], val.threshold[known], H).astype(np.float64)
         report["breach"][label] = {"reliability": reliability_table(prob, outcome),

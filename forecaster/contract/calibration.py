@@ -194,8 +194,9 @@ def same_hours_yesterday(batch: WindowBatch, horizon: int, day_steps: int) -> np
         seg = values[:, E - day_steps:E - day_steps + horizon]
     else:
         seg = np.full((len(batch), max(horizon, 1)), np.nan)
-    above = np.nan_to_num(seg, nan=-np.inf) > batch.threshold[:, None]
-    peak = np.max(np.nan_to_num(seg, nan=-np.inf), axis=1)
+    seg = np.nan_to_num(seg, nan=-np.inf)  # an unobserved step is below any threshold
+    above = seg > batch.threshold[:, None]
+    peak = seg.max(axis=1)
     with np.errstate(invalid="ignore"):
         over = (peak - batch.threshold) / batch.scale
     over = np.arcsinh(np.nan_to_num(over, nan=-10.0, posinf=10.0, neginf=-10.0))

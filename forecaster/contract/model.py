@@ -343,12 +343,13 @@ class ForecastModel:
         q = np.sort(q, axis=-1)
         probs: dict[str, np.ndarray] = {}
         has_thr = np.isfinite(batch.threshold)
+        day_steps = steps_per_day(self.spec.step_seconds)
         for label, H in BREACH_HORIZONS.items():
             if self.spec.horizon_steps < H:
                 continue
             p = np.full(len(batch), np.nan)
             if has_thr.any():
-                feats = breach_features(q[has_thr], batch.take(has_thr), H, steps_per_day(self.spec.step_seconds))
+                feats = breach_features(q[has_thr], batch.take(has_thr), H, day_steps)
                 p[has_thr] = self.breach.probability(label, feats)
             probs[label] = p
         if explanation is None:
