@@ -87,7 +87,7 @@ def test_auto_takes_the_center_of_the_network_it_continues_from() -> None:
 def test_the_default_configuration_is_auto_and_train_resolves_it(tmp_path: Path) -> None:
     from forecaster.contract.config import load_config
     from forecaster.contract.registry import GLOBAL_SCOPE
-    from trainer.cli import _parser, _resolved_center, _starting_weights
+    from trainer.cli import _parser, _resolved_auto, _starting_weights
 
     assert load_config(None, {}).model.center == AUTO
     registry, model, _ = tiny_registry(tmp_path)
@@ -97,16 +97,16 @@ def test_the_default_configuration_is_auto_and_train_resolves_it(tmp_path: Path)
     spec = dataclasses.replace(model.spec, center=AUTO)
     end = np.full(6, 2000)
     # train continues from the current model by default: its center, and its weights fit.
-    continued = _resolved_center(_parser().parse_args(["train"]), registry, spec, spiky, end)
+    continued = _resolved_auto(_parser().parse_args(["train"]), registry, spec, spiky, end)
     assert continued.center == model.spec.center
     assert _starting_weights(_parser().parse_args(["train"]), registry, GLOBAL_SCOPE, continued) == \
         current / "model.safetensors"
     # --from-scratch: the history decides.
-    fresh = _resolved_center(_parser().parse_args(["train", "--from-scratch"]), registry, spec, spiky, end)
+    fresh = _resolved_auto(_parser().parse_args(["train", "--from-scratch"]), registry, spec, spiky, end)
     assert fresh.center == "recent"
     # --init-from: that model's center.
-    init = _resolved_center(_parser().parse_args(["train", "--init-from", str(current)]), registry, spec, spiky, end)
+    init = _resolved_auto(_parser().parse_args(["train", "--init-from", str(current)]), registry, spec, spiky, end)
     assert init.center == model.spec.center
     # A current model of another shape is not continued from, so the history decides.
     other = dataclasses.replace(spec, hidden_size=spec.hidden_size * 2)
-    assert _resolved_center(_parser().parse_args(["train"]), registry, other, spiky, end).center == "recent"
+    assert _resolved_auto(_parser().parse_args(["train"]), registry, other, spiky, end).center == "recent"

@@ -134,7 +134,7 @@ def test_evaluation_seeds_bad_sources_and_failed_builds_are_refused_without_leav
 
 
 def test_pretrain_then_backtest_from_it_reports_both_from_scratch_and_from_pretrained(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = {"model": dict(TINY), "trainer": {"batch_size": 8, "batches_per_epoch": 2, "max_epochs": 1,
                                             "early_stopping_patience": 1, "work_dir": str(tmp_path / "runs")}}
     config = tmp_path / "config.yml"
@@ -145,11 +145,18 @@ def test_pretrain_then_backtest_from_it_reports_both_from_scratch_and_from_pretr
     assert main(["--config.file", str(config), "corpus", "--out", str(corpus), "--fleet", str(fleet),
                  "--dataset", str(data)]) == 0
     pretrained = tmp_path / "pretrained"
-    assert main(["--config.file", str(config), "pretrain", "--corpus", str(corpus), "--out", str(pretrained),
-                 "--max-epochs", "1", "--batches-per-epoch", "2", "--no-progress"]) == 0
+    with monkeypatch.context() as patch:
+        # However long and daily the corpus, the pretrained model (every fleet's start) reads no week by
+        # default (model.seasonal_days: auto): a choice from the corpus would change the shipped shape.
+        from trainer import week_choice
+
+        patch.setattr(week_choice, "choose_week", lambda *a: week_choice.WeekChoice(7, 30.0, 0.5, "daily"))
+        assert main(["--config.file", str(config), "pretrain", "--corpus", str(corpus), "--out", str(pretrained),
+                     "--max-epochs", "1", "--batches-per-epoch", "2", "--no-progress"]) == 0
     assert "pretrained model" in capsys.readouterr().out
     spec = json.loads((pretrained / "model.json").read_text())["spec"]
     assert spec["signals"] == ["value"]
+    assert (spec["seasonal_days"], spec["seasonal_bucket_seconds"]) == (0, 0)
 
     out, report = tmp_path / "fc.csv", tmp_path / "report.json"
     code = main(["--config.file", str(config), "backtest", "--data", str(data), "--out", str(out),

@@ -120,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--report", type=Path, default=None, help="also write the run report as JSON")
     b.add_argument("--score", type=Path, default=None, help="score.py to run (default: found beside --data)")
     b.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
-    b.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
+    b.add_argument("--seasonal-days", type=_seasonal_days, default=None,
+                   help="overrides model.seasonal_days (auto, or 0-28 days)")
     b.add_argument("--center", default=None, help="overrides model.center (auto, last, recent or mean)")
     b.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
                    help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
@@ -146,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--corpus", type=Path, required=True, help="corpus file (tft-trainer corpus)")
     pt.add_argument("--out", type=Path, required=True, help="model directory to write")
     pt.add_argument("--hidden-size", type=int, default=None, help="overrides model.hidden_size")
-    pt.add_argument("--seasonal-days", type=int, default=None, help="overrides model.seasonal_days")
+    pt.add_argument("--seasonal-days", type=_seasonal_days, default=None,
+                    help="overrides model.seasonal_days (auto, or 0-28 days)")
     pt.add_argument("--center", default=None, help="overrides model.center (auto, last, recent or mean)")
     pt.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
                     help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
@@ -200,6 +202,17 @@ def _positive_float(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text} is not a finite number above 0")
     return value
+
+
+def _seasonal_days(text: str) -> int | str:
+    """argparse type for ``--seasonal-days``: ``auto`` or a whole number of days (the configuration checks
+    its range, as it does the file's ``model.seasonal_days``)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither auto nor a whole number of days") from None
 
 
 def _positive_int(text: str) -> int:
@@ -284,14 +297,15 @@ def _refused_work_dir(config: Config) -> bool:
 
 def _spec(config: Config, signals: list[str]) -> ModelSpec:
     from forecaster.contract.features import CYCLE_GATE
-    from forecaster.contract.model import ModelSpec
+    from forecaster.contract.model import AUTO_SEASONAL_DAYS, ModelSpec
 
     m = config.model
     return ModelSpec(signals=signals, context_steps=m.context_steps, horizon_steps=m.horizon_steps,
                      step_seconds=m.step_seconds, hidden_size=m.hidden_size,
                      attention_heads=m.attention_heads, hidden_continuous_size=m.hidden_continuous_size,
                      dropout=m.dropout, min_history_steps=m.min_history_steps,
-                     seasonal_days=m.seasonal_days, schedules=bool(config.schedules), center=m.center,
+                     seasonal_days=AUTO_SEASONAL_DAYS if m.seasonal_days == "auto" else m.seasonal_days,
+                     schedules=bool(config.schedules), center=m.center,
                      seasonal_bucket_seconds=m.seasonal_bucket_seconds if m.seasonal_days else 0, cycle=m.cycle,
                      cycle_gate=CYCLE_GATE if m.cycle else 0.0)
 
@@ -441,7 +455,7 @@ def _train_locked(args: argparse.Namespace, config: Config, registry: Registry,
     holdout = _holdout_steps(panel, spec, config)
     if holdout is None:
         return EXIT_NO_DATA, None, None
-    spec = _resolved_center(args, registry, spec, panel, np.full(len(panel.instances), panel.n_times - holdout))
+    spec = _resolved_auto(args, registry, spec, panel, np.full(len(panel.instances), panel.n_times - holdout))
     # The declared windows with the query schedules' runs over this history (trainer/history.py).
     settings = dataclasses.replace(_settings(args, config, config.trainer.time_budget_minutes),
                                    schedules=history.schedules)
@@ -582,22 +596,29 @@ def _saved_spec(model_dir: Path) -> ModelSpec:
 
 
 def _shape_differences(start: ModelSpec, spec: ModelSpec) -> list[str]:
-    """The shape fields in which ``start`` differs from ``spec``; ``center: auto`` takes any center."""
+    """The shape fields in which ``start`` differs from ``spec``; ``center: auto`` takes any center and
+    ``seasonal_days: auto`` any same-time days (and their buckets)."""
+    from forecaster.contract.model import AUTO_SEASONAL_DAYS
     from trainer.centering import AUTO
 
-    return [f for f in _SHAPE_FIELDS if getattr(start, f) != getattr(spec, f)
-            and not (f == "center" and spec.center == AUTO)]
+    chosen = {"center"} if spec.center == AUTO else set()
+    if spec.seasonal_days == AUTO_SEASONAL_DAYS:
+        chosen |= {"seasonal_days", "seasonal_bucket_seconds"}
+    return [f for f in _SHAPE_FIELDS if getattr(start, f) != getattr(spec, f) and f not in chosen]
 
 
-def _resolved_center(args: argparse.Namespace, registry: Registry, spec: ModelSpec, panel: Panel,
-                     series_end: np.ndarray) -> ModelSpec:
-    """``spec`` with ``center: auto`` resolved (trainer/centering.py): the center of the network this
-    run continues from, if it continues from one, else the one the history's training part favours."""
+def _resolved_auto(args: argparse.Namespace, registry: Registry, spec: ModelSpec, panel: Panel,
+                   series_end: np.ndarray) -> ModelSpec:
+    """``spec`` with ``center: auto`` and ``seasonal_days: auto`` resolved (trainer/centering.py,
+    trainer/week_choice.py): as the network this run continues from, if it continues from one, else as
+    the history's training part favours."""
     from forecaster.contract.artifacts import ModelLoadError
+    from forecaster.contract.model import AUTO_SEASONAL_DAYS
     from forecaster.contract.registry import GLOBAL_SCOPE
     from trainer.centering import AUTO, resolve_center
+    from trainer.week_choice import resolve_week
 
-    if spec.center != AUTO:
+    if spec.center != AUTO and spec.seasonal_days != AUTO_SEASONAL_DAYS:
         return spec
     start = None
     if args.init_from is not None:
@@ -609,7 +630,7 @@ def _resolved_center(args: argparse.Namespace, registry: Registry, spec: ModelSp
         current = _current_model(args, registry, GLOBAL_SCOPE, spec)
         if current is not None and not _shape_differences(current[1], spec):
             start = current[1]
-    return resolve_center(spec, panel, series_end, start)
+    return resolve_week(resolve_center(spec, panel, series_end, start), panel, series_end, start)
 
 
 def _read_history(config: Config) -> History | None:
@@ -729,6 +750,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from forecaster.contract.panel import PanelError
     from trainer.backtest import find_scorer, load_benchmark, origins_for
     from trainer.centering import resolve_center
+    from trainer.week_choice import resolve_week
 
     config = _load_config(args, _model_overrides(args))
     if config is None:
@@ -755,7 +777,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     spec = _spec(config, list(data.panel.signals))
     if _missing_init(args) or (args.init_from is not None and _refused_init(args.init_from, spec, data.multivariate)):
         return EXIT_USAGE
-    scratch_spec = resolve_center(spec, data.panel, data.train_end, scope="backtest")
+    scratch_spec = resolve_week(resolve_center(spec, data.panel, data.train_end, scope="backtest"),
+                                data.panel, data.train_end, scope="backtest")
     runs = 2 if args.init_from is not None else 1
     # The budget covers the whole command: keep a margin for loading, inference and writing.
     budget = (args.time_budget if args.time_budget is not None else 25.0) / runs
@@ -782,8 +805,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return code
     settings.initial_weights = args.init_from / "model.safetensors"
     start = _saved_spec(args.init_from)  # readable: _refused_init checked it
-    return _backtest_run(args, data, resolve_center(spec, data.panel, data.train_end, start, "backtest"), settings,
-                         args.out, args.report, args.save_model, scorer, "tft-pretrained")
+    pretrained_spec = resolve_week(resolve_center(spec, data.panel, data.train_end, start, "backtest"),
+                                   data.panel, data.train_end, start, "backtest")
+    return _backtest_run(args, data, pretrained_spec, settings, args.out, args.report, args.save_model, scorer,
+                         "tft-pretrained")
 
 
 def _missing_init(args: argparse.Namespace) -> bool:

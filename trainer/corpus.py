@@ -31,13 +31,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from forecaster.contract.model import AUTO_SEASONAL_DAYS
 from forecaster.contract.panel import PanelError
 from toolkit.files import staged
 from trainer.backtest import load_benchmark, read_protocol, training_length
@@ -313,4 +314,9 @@ def pretrain(corpus: Path, spec_for: Callable[[list[str]], ModelSpec], settings:
     log.info("pretraining on %s: %d series, %d steps of %ds", corpus, len(data.series_ids), data.panel.n_times,
              data.panel.step_seconds)
     spec = resolve_center(spec_for(list(data.panel.signals)), data.panel, data.train_end, scope="pretrain")
+    if spec.seasonal_days == AUTO_SEASONAL_DAYS:
+        # The pretrained model is where every fleet starts, a new one with a day of history as much as one
+        # with months: it reads no week unless asked to (--seasonal-days 7).
+        log.info("pretrain: no same-time days (model.seasonal_days: auto; --seasonal-days N for a pretrained week)")
+        spec = replace(spec, seasonal_days=0, seasonal_bucket_seconds=0)
     return train_model(data.panel, spec, settings, validation_steps, series_end=data.train_end)

@@ -240,7 +240,9 @@ class ModelSection(_Section):
     hidden_continuous_size: int = Field(default=16, ge=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     min_history_steps: int = Field(default=72, ge=2)
-    seasonal_days: int = Field(default=0, ge=0, le=28)
+    # The same time on that many earlier days as inputs; ``auto``: a week where the training history is long
+    # enough and has a daily pattern, else none (trainer/week_choice.py).
+    seasonal_days: int | Literal["auto"] = "auto"
     center: Literal["auto", "mean", "last", "recent"] = "auto"
     # The same-time inputs (seasonal_days > 0) read the mean and maximum of buckets of this many seconds,
     # which the forecaster queries at that step (forecaster/contract/seasonal.py); 0: every step's value.
@@ -249,6 +251,17 @@ class ModelSection(_Section):
     # divisors that the window repeats best, and how strongly it repeats). Off by default: measured in
     # docs/BENCHMARKS.md, "Short cycles".
     cycle: bool = False
+
+    @field_validator("seasonal_days", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> int | str:
+        if value == "auto":
+            return value
+        if isinstance(value, str) and value.strip().isdigit():  # an override given as text
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 28:
+            raise ValueError(f"must be auto or a whole number of days from 0 to 28, not {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _history(self) -> ModelSection:

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 QUANTILES: tuple[float, float, float] = (0.1, 0.5, 0.9)
 FORMAT_VERSION = 1
+#: ``seasonal_days`` of a spec built from ``model.seasonal_days: auto`` before the trainer chose from the
+#: history (trainer/week_choice.py); never saved: :meth:`ModelSpec.from_json` accepts 0-28 only.
+AUTO_SEASONAL_DAYS = -1
 
 
 @dataclass
@@ -81,6 +84,8 @@ class ModelSpec:
     @property
     def lookback_steps(self) -> int:
         """Steps of history one window reads: the context, and the days its same-time inputs reach back."""
+        if self.seasonal_days == AUTO_SEASONAL_DAYS:
+            raise ValueError("seasonal_days: auto is chosen by the trainer before the network is built")
         return self.context_steps + self.seasonal_days * steps_per_day(self.step_seconds)
 
     @property
