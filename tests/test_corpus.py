@@ -167,6 +167,9 @@ def test_pretrain_then_backtest_from_it_reports_both_from_scratch_and_from_pretr
     warm = json.loads(report.read_text())
     assert scratch["initial_weights"] == "none (from scratch)"
     assert warm["initial_weights"] == str(pretrained / "model.safetensors")
+    # The report names what `auto` chose: the pretrained run's center and days are its start's.
+    assert (warm["center"], warm["seasonal_days"]) == (spec["center"], spec["seasonal_days"])
+    assert scratch["center"] in ("last", "recent") and scratch["seasonal_days"] == 0  # days of history: no week
     both = [pd.read_csv(tmp_path / "fc.scratch.csv"), pd.read_csv(out)]
     assert len(both[0]) == len(both[1]) > 0
     assert not np.allclose(both[0]["p50"], both[1]["p50"])  # the pretrained weights changed the forecasts
