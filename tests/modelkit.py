@@ -17,6 +17,13 @@ SIGNALS = ["cpu", "memory", "filesystem", "iowait"]
 THRESHOLDS = {"cpu": 0.9, "memory": 0.9, "filesystem": 0.9, "iowait": 0.3}
 
 
+def one_signal_panel(values: np.ndarray, step: int = 300) -> Panel:
+    """One host per row of ``values`` [hosts, T], one signal (``cpu``), ending at a fixed time."""
+    T = values.shape[1]
+    ts = 1_750_000_000 - step * np.arange(T - 1, -1, -1, dtype=np.int64)
+    return Panel([f"host-{i}" for i in range(len(values))], ["cpu"], ts, values[:, None, :].astype(np.float32), step)
+
+
 def synthetic_panel(hosts: int = 3, days: float = 4, step: int = 300, seed: int = 0,
                     signals: list[str] | None = None, end: int = 1_750_000_000) -> Panel:
     """Daily cycles plus noise, one host with a slow memory ramp that crosses 0.9."""

@@ -10,17 +10,8 @@ import pytest
 
 from forecaster.contract.model import ModelSpec
 from forecaster.contract.panel import Panel
-from tests.modelkit import tiny_registry
+from tests.modelkit import one_signal_panel, tiny_registry
 from trainer.centering import AUTO, RECENT_WINS_BELOW, choose_center, recent_over_last, resolve_center
-
-STEP = 300
-
-
-def _panel(values: np.ndarray) -> Panel:
-    """One host per row of ``values`` [hosts, T], one signal."""
-    T = values.shape[1]
-    ts = 1_750_000_000 - STEP * np.arange(T - 1, -1, -1, dtype=np.int64)
-    return Panel([f"host-{i}" for i in range(len(values))], ["cpu"], ts, values[:, None, :].astype(np.float32), STEP)
 
 
 def _spiky(hosts: int = 6, T: int = 2000, seed: int = 0) -> Panel:
@@ -28,13 +19,13 @@ def _spiky(hosts: int = 6, T: int = 2000, seed: int = 0) -> Panel:
     rng = np.random.default_rng(seed)
     y = 0.4 + 0.01 * rng.standard_normal((hosts, T))
     y += 0.4 * (rng.random((hosts, T)) < 0.05)
-    return _panel(y)
+    return one_signal_panel(y)
 
 
 def _wandering(hosts: int = 6, T: int = 2000, seed: int = 0) -> Panel:
     """A random walk: where the signal is now is the best guess of where it goes next (SMD, leaks)."""
     rng = np.random.default_rng(seed)
-    return _panel(0.5 + np.cumsum(0.01 * rng.standard_normal((hosts, T)), axis=1))
+    return one_signal_panel(0.5 + np.cumsum(0.01 * rng.standard_normal((hosts, T)), axis=1))
 
 
 def test_spiky_histories_choose_the_recent_median_and_wandering_ones_the_last_value() -> None:
@@ -52,7 +43,7 @@ def test_spiky_histories_choose_the_recent_median_and_wandering_ones_the_last_va
 def test_only_the_training_part_decides() -> None:
     """A history that wanders before ``series_end`` and turns spiky after it is judged on its first part."""
     spiky, wandering = _spiky(T=1200), _wandering(T=1200)
-    joined = _panel(np.concatenate([wandering.values[:, 0], spiky.values[:, 0]], axis=1))
+    joined = one_signal_panel(np.concatenate([wandering.values[:, 0], spiky.values[:, 0]], axis=1))
     assert choose_center(joined, np.full(6, 1200)).center == "last"
     assert choose_center(joined, np.full(6, 2400)).center == "recent"
 
@@ -60,7 +51,7 @@ def test_only_the_training_part_decides() -> None:
 def test_too_little_or_constant_history_keeps_the_last_value() -> None:
     short = choose_center(_spiky(T=30), np.full(6, 30))  # under an hour plus two hours
     assert (short.center, short.ratio, short.series) == ("last", None, 0)
-    flat = choose_center(_panel(np.full((2, 500), 0.5)), np.full(2, 500))  # no error to compare
+    flat = choose_center(one_signal_panel(np.full((2, 500), 0.5)), np.full(2, 500))  # no error to compare
     assert (flat.center, flat.ratio) == ("last", None)
     gappy = _spiky().values.copy()
     gappy[:, :, ::2] = np.nan  # every other step missing: still compared on what is there

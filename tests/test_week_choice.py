@@ -11,18 +11,10 @@ import pytest
 
 from forecaster.contract.model import AUTO_SEASONAL_DAYS, ModelSpec
 from forecaster.contract.panel import Panel
-from tests.modelkit import tiny_registry
+from tests.modelkit import one_signal_panel, tiny_registry
 from trainer.week_choice import WEEK, WEEK_WINS_BELOW, choose_week, resolve_week, training_days, week_over_last
 
-STEP = 300
-DAY = 86400 // STEP
-
-
-def _panel(values: np.ndarray) -> Panel:
-    """One host per row of ``values`` [hosts, T], one signal."""
-    T = values.shape[1]
-    ts = 1_750_000_000 - STEP * np.arange(T - 1, -1, -1, dtype=np.int64)
-    return Panel([f"host-{i}" for i in range(len(values))], ["cpu"], ts, values[:, None, :].astype(np.float32), STEP)
+DAY = 86400 // 300
 
 
 def _daily(hosts: int = 4, days: float = 20, seed: int = 0) -> Panel:
@@ -30,13 +22,14 @@ def _daily(hosts: int = 4, days: float = 20, seed: int = 0) -> Panel:
     rng = np.random.default_rng(seed)
     t = np.arange(int(days * DAY))
     phase = rng.uniform(0, 2 * np.pi, (hosts, 1))
-    return _panel(0.5 + 0.3 * np.sin(2 * np.pi * t / DAY + phase) + 0.02 * rng.standard_normal((hosts, len(t))))
+    noise = 0.02 * rng.standard_normal((hosts, len(t)))
+    return one_signal_panel(0.5 + 0.3 * np.sin(2 * np.pi * t / DAY + phase) + noise)
 
 
 def _wandering(hosts: int = 4, days: float = 20, seed: int = 0) -> Panel:
     """A random walk: no time of day says anything, the last value says most."""
     rng = np.random.default_rng(seed)
-    return _panel(0.5 + np.cumsum(0.01 * rng.standard_normal((hosts, int(days * DAY))), axis=1))
+    return one_signal_panel(0.5 + np.cumsum(0.01 * rng.standard_normal((hosts, int(days * DAY))), axis=1))
 
 
 def test_a_long_daily_history_chooses_the_week_and_a_wandering_one_does_not() -> None:
@@ -60,12 +53,13 @@ def test_too_short_a_history_reads_no_week_however_daily() -> None:
     late = _daily(days=20).values.copy()
     late[:3, :, : 10 * DAY] = np.nan
     assert choose_week(dataclasses.replace(_daily(days=20), values=late), np.full(4, 20 * DAY)).days == 0
-    assert choose_week(_panel(np.full((2, 0), 0.5)), np.zeros(2, dtype=np.int64)).days == 0
+    assert choose_week(one_signal_panel(np.full((2, 0), 0.5)), np.zeros(2, dtype=np.int64)).days == 0
 
 
 def test_only_the_training_part_decides() -> None:
     """Daily for 16 days, then a random walk: judged before the walk it is daily, with the walk it is not."""
-    joined = _panel(np.concatenate([_daily(days=16).values[:, 0], 5 + _wandering(days=30).values[:, 0]], axis=1))
+    daily, walk = _daily(days=16).values[:, 0], 5 + _wandering(days=30).values[:, 0]
+    joined = one_signal_panel(np.concatenate([daily, walk], axis=1))
     assert choose_week(joined, np.full(4, 16 * DAY)).days == WEEK
     assert choose_week(joined, np.full(4, 46 * DAY)).days == 0
 

@@ -20,6 +20,7 @@ next-step goal were built on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -50,15 +51,20 @@ class CenterChoice:
     reason: str
 
 
-def recent_over_last(panel: Panel, series_end: np.ndarray, seed: int = 0) -> tuple[float | None, int]:
-    """Median over series of MAE(last hour's median) / MAE(last value) as forecasts 1 step .. 2 h
-    ahead, on each series' history before ``series_end[instance]`` (exclusive); and how many series
-    entered it (a series with a constant training part has no ratio)."""
-    steps = recent_steps(panel.step_seconds)
-    ahead = max(1, round(AHEAD_SECONDS / panel.step_seconds))
+def ratio_to_last(panel: Panel, series_end: np.ndarray, warmup: int, ahead: int, min_end: int,
+                  candidate: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                  seed: int = 0) -> tuple[float | None, int]:
+    """Median over series of MAE(candidate) / MAE(last value) as forecasts 1 .. ``ahead`` steps ahead,
+    on each series' history before ``series_end[instance]`` (exclusive), at up to :data:`MAX_ORIGINS`
+    origins from ``warmup`` steps after its first value; and how many series entered it (a series with
+    too little or a constant training part has no ratio). ``candidate(y, origins)`` gives the
+    candidate's forecasts [origins, ahead] (NaN: none); ``min_end``: the shortest ``series_end`` a
+    series may have to be drawn among the :data:`MAX_SERIES` compared.
+
+    The comparison both ``auto`` choices make: the center (:func:`recent_over_last`) and the week
+    (trainer/week_choice.py)."""
     ends = np.asarray(series_end, dtype=np.int64)
-    pairs = [(i, s) for i in range(len(panel.instances)) for s in range(len(panel.signals))
-             if ends[i] >= steps + ahead + 1]
+    pairs = [(i, s) for i in range(len(panel.instances)) for s in range(len(panel.signals)) if ends[i] >= min_end]
     rng = np.random.default_rng(seed)
     if len(pairs) > MAX_SERIES:
         pairs = [pairs[k] for k in sorted(rng.choice(len(pairs), MAX_SERIES, replace=False))]
@@ -68,7 +74,7 @@ def recent_over_last(panel: Panel, series_end: np.ndarray, seed: int = 0) -> tup
         seen = np.flatnonzero(np.isfinite(y))
         if len(seen) == 0:
             continue
-        first = int(seen[0]) + steps - 1  # a series that starts late (a new host) is compared where it has values
+        first = int(seen[0]) + warmup  # a series that starts late (a new host) is compared where it has values
         last_origin = len(y) - ahead - 1
         if last_origin - first < 10:
             continue
@@ -76,22 +82,32 @@ def recent_over_last(panel: Panel, series_end: np.ndarray, seed: int = 0) -> tup
         origins = origins[np.isfinite(y[origins])]  # an origin is the last observed value
         if len(origins) < 10:
             continue
-        now = y[origins]
-        tail = y[origins[:, None] - np.arange(steps)[None, ::-1]]  # the hour up to the origin, NaN where unobserved
-        median = recent_level(tail, np.full(len(origins), steps), steps, now)  # the `recent` center itself
         future = y[origins[:, None] + np.arange(1, ahead + 1)[None, :]]
-        err_last = np.abs(future - now[:, None])
-        err_median = np.abs(future - median[:, None])
-        known = np.isfinite(err_last)
-        if not known.any():
+        err_last = np.abs(future - y[origins][:, None])
+        err_candidate = np.abs(future - candidate(y, origins))
+        both = np.isfinite(err_last) & np.isfinite(err_candidate)
+        if not both.any():
             continue
-        mae_last, mae_median = err_last[known].mean(), err_median[known].mean()
+        mae_last, mae_candidate = err_last[both].mean(), err_candidate[both].mean()
         if not mae_last > 0:
             continue
-        ratios.append(mae_median / mae_last)
+        ratios.append(mae_candidate / mae_last)
     if not ratios:
         return None, 0
     return float(np.median(ratios)), len(ratios)
+
+
+def recent_over_last(panel: Panel, series_end: np.ndarray, seed: int = 0) -> tuple[float | None, int]:
+    """:func:`ratio_to_last` of the last hour's median (the `recent` center itself), 1 step .. 2 h ahead."""
+    steps = recent_steps(panel.step_seconds)
+    ahead = max(1, round(AHEAD_SECONDS / panel.step_seconds))
+
+    def hour_median(y: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        tail = y[origins[:, None] - np.arange(steps)[None, ::-1]]  # the hour up to the origin, NaN where unobserved
+        median = recent_level(tail, np.full(len(origins), steps), steps, y[origins])
+        return np.broadcast_to(median[:, None], (len(origins), ahead))
+
+    return ratio_to_last(panel, series_end, steps - 1, ahead, steps + ahead + 1, hour_median, seed)
 
 
 def choose_center(panel: Panel, series_end: np.ndarray) -> CenterChoice:

@@ -615,8 +615,7 @@ def _resolved_auto(args: argparse.Namespace, registry: Registry, spec: ModelSpec
     from forecaster.contract.artifacts import ModelLoadError
     from forecaster.contract.model import AUTO_SEASONAL_DAYS
     from forecaster.contract.registry import GLOBAL_SCOPE
-    from trainer.centering import AUTO, resolve_center
-    from trainer.week_choice import resolve_week
+    from trainer.centering import AUTO
 
     if spec.center != AUTO and spec.seasonal_days != AUTO_SEASONAL_DAYS:
         return spec
@@ -630,7 +629,17 @@ def _resolved_auto(args: argparse.Namespace, registry: Registry, spec: ModelSpec
         current = _current_model(args, registry, GLOBAL_SCOPE, spec)
         if current is not None and not _shape_differences(current[1], spec):
             start = current[1]
-    return resolve_week(resolve_center(spec, panel, series_end, start), panel, series_end, start)
+    return _auto_choices(spec, panel, series_end, start)
+
+
+def _auto_choices(spec: ModelSpec, panel: Panel, series_end: np.ndarray, start: ModelSpec | None = None,
+                  scope: str = "training") -> ModelSpec:
+    """``spec`` with its ``auto`` shape choices made: the center, then the same-time days (``start``:
+    the network the run continues from, whose choices it keeps)."""
+    from trainer.centering import resolve_center
+    from trainer.week_choice import resolve_week
+
+    return resolve_week(resolve_center(spec, panel, series_end, start, scope), panel, series_end, start, scope)
 
 
 def _read_history(config: Config) -> History | None:
@@ -749,8 +758,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     (same data, settings and seed), so what the pretrained weights change is measured, not assumed."""
     from forecaster.contract.panel import PanelError
     from trainer.backtest import find_scorer, load_benchmark, origins_for
-    from trainer.centering import resolve_center
-    from trainer.week_choice import resolve_week
 
     config = _load_config(args, _model_overrides(args))
     if config is None:
@@ -777,8 +784,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     spec = _spec(config, list(data.panel.signals))
     if _missing_init(args) or (args.init_from is not None and _refused_init(args.init_from, spec, data.multivariate)):
         return EXIT_USAGE
-    scratch_spec = resolve_week(resolve_center(spec, data.panel, data.train_end, scope="backtest"),
-                                data.panel, data.train_end, scope="backtest")
+    scratch_spec = _auto_choices(spec, data.panel, data.train_end, scope="backtest")
     runs = 2 if args.init_from is not None else 1
     # The budget covers the whole command: keep a margin for loading, inference and writing.
     budget = (args.time_budget if args.time_budget is not None else 25.0) / runs
@@ -805,10 +811,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return code
     settings.initial_weights = args.init_from / "model.safetensors"
     start = _saved_spec(args.init_from)  # readable: _refused_init checked it
-    pretrained_spec = resolve_week(resolve_center(spec, data.panel, data.train_end, start, "backtest"),
-                                   data.panel, data.train_end, start, "backtest")
-    return _backtest_run(args, data, pretrained_spec, settings, args.out, args.report, args.save_model, scorer,
-                         "tft-pretrained")
+    return _backtest_run(args, data, _auto_choices(spec, data.panel, data.train_end, start, "backtest"), settings,
+                         args.out, args.report, args.save_model, scorer, "tft-pretrained")
 
 
 def _missing_init(args: argparse.Namespace) -> bool:

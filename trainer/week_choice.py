@@ -29,6 +29,7 @@ import numpy as np
 from forecaster.contract.features import steps_per_day
 from forecaster.contract.model import AUTO_SEASONAL_DAYS, ModelSpec
 from forecaster.contract.panel import Panel
+from trainer.centering import ratio_to_last
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ WEEK = 7  # ``auto`` chooses between no same-time days and this many
 #: on the training parts: NAB 1.00 (compared regardless of its length), SMD 0.60, a simulated fleet 0.41).
 WEEK_WINS_BELOW = 0.9
 AHEAD_SECONDS = 8 * 3600
-MAX_SERIES = 256  # a sample is enough for a median over series, and keeps a 5,000-host fleet cheap
-MAX_ORIGINS = 256  # per series, spread evenly over its training part after its first week
 
 
 @dataclass(frozen=True)
@@ -67,49 +66,19 @@ def training_days(panel: Panel, series_end: np.ndarray) -> float | None:
 
 
 def week_over_last(panel: Panel, series_end: np.ndarray, seed: int = 0) -> tuple[float | None, int]:
-    """Median over series of MAE(mean of the same time on the previous 7 days) / MAE(last value) as
-    forecasts 1 step .. 8 h ahead, at origins at least a week into each series' training part; and how
-    many series entered it (a series with under a week and a day of training part, or a constant one,
-    has no ratio)."""
+    """:func:`~trainer.centering.ratio_to_last` of the mean of the same time on the previous 7 days,
+    1 step .. 8 h ahead, at origins at least a week into each series' training part (a series with
+    under a week and a day of training part has no ratio)."""
     day = steps_per_day(panel.step_seconds)
     ahead = max(1, round(AHEAD_SECONDS / panel.step_seconds))
-    ends = np.asarray(series_end, dtype=np.int64)
-    pairs = [(i, s) for i in range(len(panel.instances)) for s in range(len(panel.signals))
-             if ends[i] >= WEEK * day + ahead + 10]
-    rng = np.random.default_rng(seed)
-    if len(pairs) > MAX_SERIES:
-        pairs = [pairs[k] for k in sorted(rng.choice(len(pairs), MAX_SERIES, replace=False))]
     h = np.arange(1, ahead + 1)
-    ratios = []
-    for i, s in pairs:
-        y = panel.values[i, s, : ends[i]].astype(np.float64)
-        seen = np.flatnonzero(np.isfinite(y))
-        if len(seen) == 0:
-            continue
-        first = int(seen[0]) + WEEK * day
-        last_origin = len(y) - ahead - 1
-        if last_origin - first < 10:
-            continue
-        origins = np.unique(np.linspace(first, last_origin, min(MAX_ORIGINS, last_origin - first + 1)).astype(np.int64))
-        origins = origins[np.isfinite(y[origins])]
-        if len(origins) < 10:
-            continue
-        future = y[origins[:, None] + h[None, :]]
+
+    def same_time_mean(y: np.ndarray, origins: np.ndarray) -> np.ndarray:
         earlier = np.stack([y[origins[:, None] + h[None, :] - k * day] for k in range(1, WEEK + 1)])
         seen_days = np.isfinite(earlier).sum(axis=0)
-        profile = np.where(seen_days > 0, np.nansum(earlier, axis=0) / np.maximum(seen_days, 1), np.nan)
-        err_last = np.abs(future - y[origins][:, None])
-        err_week = np.abs(future - profile)
-        both = np.isfinite(err_last) & np.isfinite(err_week)
-        if not both.any():
-            continue
-        mae_last, mae_week = err_last[both].mean(), err_week[both].mean()
-        if not mae_last > 0:
-            continue
-        ratios.append(mae_week / mae_last)
-    if not ratios:
-        return None, 0
-    return float(np.median(ratios)), len(ratios)
+        return np.where(seen_days > 0, np.nansum(earlier, axis=0) / np.maximum(seen_days, 1), np.nan)
+
+    return ratio_to_last(panel, series_end, WEEK * day, ahead, WEEK * day + ahead + 10, same_time_mean, seed)
 
 
 def choose_week(panel: Panel, series_end: np.ndarray) -> WeekChoice:
