@@ -125,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--center", default=None, help="overrides model.center (auto, last, recent or mean)")
     b.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
                    help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
+    b.add_argument("--online-band", action=argparse.BooleanOptionalAction, default=None,
+                   help="each series' band follows its outcomes up to each origin, as the service's does "
+                        "(overrides forecaster.online_band; on by default)")
     b.add_argument("--save-model", type=Path, default=None, help="also save the fitted model to this directory")
     b.add_argument("--univariate", action="store_true",
                    help="ignore the sidecar's host column: each series on its own, without its host's other "
@@ -794,25 +797,29 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     settings.batches_per_epoch = args.batches_per_epoch or 50
     settings.max_epochs = args.max_epochs or 200
     settings.early_stopping_patience = max(settings.early_stopping_patience, 6)
-    log.info("backtest on %s: %d series, %d origins; parameters fitted once on the training parts, "
+    online = config.forecaster.online_band if args.online_band is None else args.online_band
+    log.info("backtest on %s: %d series, %d origins; parameters fitted once on the training parts%s, "
              "initial weights: %s; inputs: %s", args.data, len(data.series_ids), n_origins,
+             ", each series' band factors on its outcomes up to each origin" if online else "",
              f"none, then {args.init_from} (two runs)" if args.init_from else "none (trained from scratch)",
              f"each series with its host's other metrics ({len(data.panel.instances)} hosts x "
              f"{len(data.panel.signals)} metric kinds)" if data.multivariate else "each series on its own")
     scorer = args.score or find_scorer(args.data)
     if args.init_from is None:
-        return _backtest_run(args, data, scratch_spec, settings, args.out, args.report, args.save_model, scorer)
+        return _backtest_run(args, data, scratch_spec, settings, args.out, args.report, args.save_model, scorer,
+                             online=online)
     scratch_out = args.out.with_name(f"{args.out.stem}.scratch{args.out.suffix}")
     scratch_report = args.report.with_name(f"{args.report.stem}.scratch{args.report.suffix}") if args.report \
         else None
     settings.initial_weights = None
-    code = _backtest_run(args, data, scratch_spec, settings, scratch_out, scratch_report, None, scorer, "tft-scratch")
+    code = _backtest_run(args, data, scratch_spec, settings, scratch_out, scratch_report, None, scorer, "tft-scratch",
+                         online)
     if code != EXIT_OK:
         return code
     settings.initial_weights = args.init_from / "model.safetensors"
     start = _saved_spec(args.init_from)  # readable: _refused_init checked it
     return _backtest_run(args, data, _auto_choices(spec, data.panel, data.train_end, start, "backtest"), settings,
-                         args.out, args.report, args.save_model, scorer, "tft-pretrained")
+                         args.out, args.report, args.save_model, scorer, "tft-pretrained", online)
 
 
 def _missing_init(args: argparse.Namespace) -> bool:
@@ -843,13 +850,14 @@ def _refused_init(model_dir: Path, spec: ModelSpec, multivariate: bool) -> bool:
 
 
 def _backtest_run(args: argparse.Namespace, data: Any, spec: ModelSpec, settings: TrainSettings, out: Path,
-                  report_path: Path | None, save_model: Path | None, scorer: Path | None, name: str = "tft") -> int:
+                  report_path: Path | None, save_model: Path | None, scorer: Path | None, name: str = "tft",
+                  online: bool = True) -> int:
     import json
 
     from trainer.backtest import run_backtest, score, write_forecasts
 
     try:
-        done = run_backtest(data, spec, settings)
+        done = run_backtest(data, spec, settings, online_band=online)
     except ValueError as exc:
         print(f"tft-trainer: {exc}", file=sys.stderr)
         return EXIT_NO_DATA

@@ -292,6 +292,9 @@ class ForecasterSection(_Section):
     # False: serve through the library's forward, not forecaster/contract/fastpath.py (about 3x the
     # inference CPU); for when the fast path is in doubt even though each model's parity check passes.
     fast_path: bool = True
+    # Each series' p10-p90 band follows its own outcomes (forecaster/contract/online_band.py); False: the
+    # band as the model was calibrated on its validation slice.
+    online_band: bool = True
     shard: ShardSection = ShardSection()
 
 

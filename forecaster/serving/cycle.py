@@ -19,7 +19,10 @@ Stages, each timed:
 * **inference** - all series served by one model run as one batch, cut into blocks that bound
   memory; the network is called directly in chunks. Series no model can serve (no model
   loaded, a signal the model does not know, or an inference error) get the seasonal-naive
-  fallback, flagged as such.
+  fallback, flagged as such. With an :class:`~forecaster.contract.online_band.OnlineBand` (the
+  service's, ``forecaster.online_band``), each model-served band is stretched by its series' factors,
+  which first learn from the outcomes this cycle's panel shows; the band is the one input the cycle
+  changes, and only through the band's own methods.
 
 Errors are collected per stage as one line each (never one per series), for the caller to log
 and count once.
@@ -47,6 +50,7 @@ from forecaster.contract.features import (
 )
 from forecaster.contract.hosts import HostIdentity
 from forecaster.contract.model import Forecast
+from forecaster.contract.online_band import OnlineBand, panel_values_at
 from forecaster.contract.panel import Panel, panel_from_range_results
 from forecaster.contract.prometheus import PrometheusAPI, PrometheusError, RangeSeries, align
 from forecaster.contract.schedules import ScheduleSet, query_planned
@@ -102,7 +106,8 @@ def query_window(models: ModelSet, config: Config) -> tuple[int, int]:
 
 
 def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: float, *,
-              chunk: int | None = None, monotonic: Callable[[], float] = time.monotonic) -> CycleResult:
+              chunk: int | None = None, monotonic: Callable[[], float] = time.monotonic,
+              band: OnlineBand | None = None) -> CycleResult:
     """Query, preprocess and infer for every series of this shard; never raises for data problems."""
     step, context = query_window(models, config)
     result = CycleResult(started=now, step_seconds=step)
@@ -136,7 +141,7 @@ def run_cycle(client: PrometheusAPI, models: ModelSet, config: Config, now: floa
     result.out_of_bounds.update(panel.out_of_bounds)
     result.instances = len(panel.instances)
     _Forecaster(panel, models, config, result, now, chunk or config.forecaster.inference_batch_size,
-                [s for s in results], monotonic, schedules, buckets).run()
+                [s for s in results], monotonic, schedules, buckets, band).run()
     return result
 
 
@@ -273,7 +278,7 @@ class _Forecaster:
 
     def __init__(self, panel: Panel, models: ModelSet, config: Config, result: CycleResult, now: float,
                  chunk: int, answered: list[str], monotonic: Callable[[], float], schedules: ScheduleSet,
-                 buckets: dict[int, Buckets] | None = None) -> None:
+                 buckets: dict[int, Buckets] | None = None, band: OnlineBand | None = None) -> None:
         self.panel = panel
         self.models = models
         self.config = config
@@ -288,6 +293,8 @@ class _Forecaster:
         self.answered = {panel.signals.index(name) for name in answered}
         self.schedules = schedules
         self.buckets = buckets or {}
+        self.band = band
+        self.keep_for_band = False
         self.parts: list[ForecastSet] = []
 
     def _time(self, stage: str, began: float) -> None:
@@ -309,6 +316,12 @@ class _Forecaster:
         series = np.stack([inst[order], sig[order]], axis=1).astype(np.int64)
         last = panel.n_times - 1 - finite[:, :, ::-1].argmax(axis=2)  # [I, S] last observed index
         self._last_seen = np.where(has, panel.timestamps[np.clip(last, 0, panel.n_times - 1)], np.nan)
+        if self.band is not None and panel.n_times:
+            origin = float(panel.timestamps[-1])
+            cells = {(name, sig): (i, j) for i, name in enumerate(panel.instances)
+                     for j, sig in enumerate(panel.signals)}
+            self.band.observe(origin, panel_values_at(panel, cells))
+            self.keep_for_band = self.band.due(origin)
         groups = self._assign(series)
         self._time("preprocess", began)
         for key, (model, rows) in groups.items():
@@ -390,11 +403,25 @@ class _Forecaster:
             for c, label in enumerate(HORIZON_LABELS):
                 if label in fc.breach_probability:
                     probs[:, c] = fc.breach_probability[label]
-            self.parts.append(self._rows(batch.series[:, 0], psig, batch, rules, fc.quantiles, probs, kind,
-                                         lm.version, fc))
+            q = self._follow_band(batch.series[:, 0], psig, fc.quantiles)
+            self.parts.append(self._rows(batch.series[:, 0], psig, batch, rules, q, probs, kind, lm.version, fc))
             self._time("inference", began)
         if failed:  # dashboards must not go blank because a model broke at run time
             self._fallback(np.concatenate(failed), count_skips=False)
+
+    def _follow_band(self, inst: np.ndarray, sig: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """The model's quantiles with each series' band factors (kept for scoring once an hour), clipped to the
+        signal's bounds again; unchanged without an online band."""
+        if self.band is None:
+            return q
+        keys = list(zip(np.array(self.panel.instances, dtype=object)[inst].tolist(),
+                        np.array(self.panel.signals, dtype=object)[sig].tolist(), strict=True))
+        if self.keep_for_band:
+            self.band.record(keys, float(self.panel.timestamps[-1]), q)
+        out = self.band.adjust(keys, q)
+        lo = np.array([-np.inf if self.bounds[j][0] is None else self.bounds[j][0] for j in sig])[:, None, None]
+        hi = np.array([np.inf if self.bounds[j][1] is None else self.bounds[j][1] for j in sig])[:, None, None]
+        return np.clip(out, lo, hi)
 
     def _fallback(self, series: np.ndarray, count_skips: bool = True) -> None:
         from forecaster.contract.baselines import seasonal_naive

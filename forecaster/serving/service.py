@@ -33,6 +33,7 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from forecaster.contract.config import Config
+from forecaster.contract.online_band import OnlineBand
 from forecaster.contract.prometheus import PrometheusAPI
 from forecaster.contract.registry import TRAINER_METRICS_FILE
 from forecaster.serving import exposition
@@ -136,6 +137,9 @@ class Service:
         if configure_torch:
             set_torch_threads(config.forecaster.torch_threads)
         self._published = Published()
+        # Each series' band factors (forecaster/contract/online_band.py): state across cycles, in memory.
+        self.band = OnlineBand(config.model.step_seconds) if config.forecaster.online_band else None
+        self._band_summary = self.band.summary() if self.band is not None else None
         self._publish_lock = threading.Lock()
         self._cycle_lock = threading.Lock()
         self.state_collector = StateCollector(self.view, self.stats)
@@ -184,12 +188,14 @@ class Service:
             models = self.store.current()
             now = self.clock()
             try:
-                result = run_cycle(self.client, models, self.config, now)
+                result = run_cycle(self.client, models, self.config, now, band=self.band)
             except Exception as exc:  # a bug in a stage; the service must keep serving
                 log.exception("forecast cycle crashed")
                 result = CycleResult(started=now, step_seconds=self.config.model.step_seconds)
                 result.fail("inference", f"{type(exc).__name__}: {exc}")
             self._nothing_forecast(result)
+            if self.band is not None:
+                self._band_summary = self.band.summary()
             t0 = time.monotonic()
             try:
                 published = self._merge(result, models, now)
@@ -321,6 +327,7 @@ class Service:
             "series": {"served": len(fs) if fs is not None else 0,
                        "warming_up": int(fs.warming_up.sum()) if fs is not None else 0},
             "shard": {"count": shard.count, "index": shard.index},
+            "online_band": self._band_summary,
             "interval_seconds": self.config.forecaster.interval_seconds,
             "generated_at": iso(now)}}
 
