@@ -141,7 +141,9 @@ def test_multivariate_backtest_writes_forecasts_score_py_accepts_with_labelled_i
     ids = [f"toy/{h}/{m}" for h, ms in METRICS.items() for m in ms]
     assert sorted(fc.series_id.unique()) == sorted(ids)  # back to the protocol's series ids
     assert len(fc) == len(ids) * origins * 96
-    assert "hosts x metric kinds: 2 x 3" in json.loads(report.read_text())["inputs"]
+    written = json.loads(report.read_text())
+    assert "hosts x metric kinds: 2 x 3" in written["inputs"]
+    assert "outcomes up to each origin" in written["band"]  # the service's online band, replayed
     assert "missing=0" in printed
     assert "Labelled incidents (bench.incidents.json: 2 segment starts, 2 on the 2 hosts" in printed
     assert "lab_recall" in printed and "host_precision" in printed
