@@ -3,8 +3,8 @@
 The band calibration (:func:`forecaster.contract.calibration.fit_band`) makes p10-p90 cover 80 % of the
 validation slice, once, at training time. A series that later gets noisier than it was there gets a band
 that is too narrow for as long as the model serves: on SMD's machines the calibrated band covered 0.80 of
-the validation windows and 0.74 of the test part, 7 of 8 hosts below 0.8 (docs/BENCHMARKS.md, "A band that
-follows each series").
+the validation windows and 0.73-0.77 of the test parts, 7 of 8 hosts below 0.8; followed, 0.78-0.79
+(docs/BENCHMARKS.md, "A band that follows each series").
 
 So each series carries two factors that stretch or shrink its band's lower and upper half-widths around
 the p50, learned from its own outcomes as they arrive: quantile tracking (Angelopoulos, Candes and
