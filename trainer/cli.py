@@ -813,13 +813,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         else None
     settings.initial_weights = None
     code = _backtest_run(args, data, scratch_spec, settings, scratch_out, scratch_report, None, scorer, "tft-scratch",
-                         online)
+                         online=online)
     if code != EXIT_OK:
         return code
     settings.initial_weights = args.init_from / "model.safetensors"
     start = _saved_spec(args.init_from)  # readable: _refused_init checked it
     return _backtest_run(args, data, _auto_choices(spec, data.panel, data.train_end, start, "backtest"), settings,
-                         args.out, args.report, args.save_model, scorer, "tft-pretrained", online)
+                         args.out, args.report, args.save_model, scorer, "tft-pretrained",
+                         online=online)
 
 
 def _missing_init(args: argparse.Namespace) -> bool:

@@ -49,7 +49,7 @@ from forecaster.contract.features import (
     first_crossing,
 )
 from forecaster.contract.hosts import HostIdentity
-from forecaster.contract.model import Forecast
+from forecaster.contract.model import Forecast, clip_to_bounds
 from forecaster.contract.online_band import OnlineBand, panel_values_at
 from forecaster.contract.panel import Panel, panel_from_range_results
 from forecaster.contract.prometheus import PrometheusAPI, PrometheusError, RangeSeries, align
@@ -418,13 +418,7 @@ class _Forecaster:
                         np.array(self.panel.signals, dtype=object)[sig].tolist(), strict=True))
         if self.keep_for_band:
             self.band.record(keys, float(self.panel.timestamps[-1]), q)
-        return self._clip_to_bounds(sig, self.band.adjust(keys, q))
-
-    def _clip_to_bounds(self, sig: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """``q`` [n, H, 3] clipped to each row's signal ``min``/``max`` (``sig``: panel signal index per row)."""
-        lo = np.array([-np.inf if self.bounds[j][0] is None else self.bounds[j][0] for j in sig])
-        hi = np.array([np.inf if self.bounds[j][1] is None else self.bounds[j][1] for j in sig])
-        return np.clip(q, lo[:, None, None], hi[:, None, None])
+        return clip_to_bounds(self.band.adjust(keys, q), [self.bounds[j] for j in sig])
 
     def _fallback(self, series: np.ndarray, count_skips: bool = True) -> None:
         from forecaster.contract.baselines import seasonal_naive
@@ -443,7 +437,7 @@ class _Forecaster:
                 continue
             began = self.monotonic()
             q = seasonal_naive(batch, m.horizon_steps, season=season)
-            q = np.sort(self._clip_to_bounds(batch.series[:, 1], q), axis=-1)
+            q = np.sort(clip_to_bounds(q, [self.bounds[j] for j in batch.series[:, 1]]), axis=-1)
             probs = np.full((len(batch), len(HORIZON_LABELS)), np.nan)
             self.parts.append(self._rows(batch.series[:, 0], batch.series[:, 1], batch, rules, q, probs,
                                          KIND_FALLBACK, FALLBACK_VERSION))
