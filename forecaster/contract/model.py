@@ -276,12 +276,12 @@ class Explanation:
     attention_peak_lag: np.ndarray
 
 
-
 def clip_to_bounds(q: np.ndarray, bounds: list[tuple[float | None, float | None]]) -> np.ndarray:
     """``q`` [n, H, 3] clipped to each row's signal ``(min, max)`` (None: no bound on that side)."""
     lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
     hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
     return np.clip(q, lo[:, None, None], hi[:, None, None])
+
 
 class ForecastModel:
     """A trained network with its spec and calibration: the only thing that makes predictions."""
