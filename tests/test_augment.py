@@ -8,12 +8,14 @@ import pytest
 from forecaster.contract.features import CYCLE_GATE, CycleRule, WindowRules, build_windows
 from tests.modelkit import synthetic_panel
 from trainer.augment import (
+    KEPT_BEFORE_STEPS,
     LATEST_SHIFT_STEPS,
     RAMP_BEGUN_STEPS,
     RAMP_GOES_ON_STEPS,
     RAMP_SIZE,
     inject_level_shifts,
     inject_ramps,
+    level_shift_share_for,
     shift_levels,
 )
 
@@ -61,8 +63,8 @@ def test_a_shifted_window_equals_the_window_built_from_the_shifted_history(seaso
 
 
 def test_injection_moves_about_the_asked_share_late_in_the_context_and_keeps_the_rest() -> None:
-    rules = WindowRules(144, 24, 72)
-    batch = _random_windows(rules, 200)
+    rules = WindowRules(288, 24, 72)
+    batch = _random_windows(rules, 300)
 
     shifted = inject_level_shifts(batch, SIGNALS, 0, 0.25, np.random.default_rng(1))
 
@@ -71,12 +73,27 @@ def test_injection_moves_about_the_asked_share_late_in_the_context_and_keeps_the
     assert 70 <= moved.sum() <= 130
     np.testing.assert_array_equal(shifted.encoder_cont[~moved], batch.encoder_cont[~moved])
     size = np.abs(delta[moved]) / batch.scale[moved]
-    assert size.min() >= 2.0 - 1e-3 and size.max() <= 6.0 + 1e-3
+    assert size.min() >= 2.0 - 1e-3 and size.max() <= 10.0 + 1e-3 and size.max() > 6.0
     assert (delta[moved] > 0).any() and (delta[moved] < 0).any()
     changed = np.abs(shifted.encoder_values[moved] - batch.encoder_values[moved]) > 1e-9
     first_changed = changed.argmax(axis=1)
+    # Up to 16 h back: old shifts as well as fresh ones, never the whole window.
     assert (first_changed >= rules.context - LATEST_SHIFT_STEPS).all()
+    assert (rules.context - first_changed > 96).any() and (rules.context - first_changed <= 12).any()
     assert inject_level_shifts(batch, SIGNALS, 0, 0.0, np.random.default_rng(1)) is batch
+
+
+def test_a_shift_leaves_an_hour_of_a_short_window_before_it() -> None:
+    rules = WindowRules(144, 24, 72)
+    batch = _random_windows(rules, 200)
+
+    shifted = inject_level_shifts(batch, SIGNALS, 0, 0.5, np.random.default_rng(2))
+
+    moved = np.abs((shifted.target - batch.target).mean(axis=1)) > 1e-6
+    changed = np.abs(shifted.encoder_values[moved] - batch.encoder_values[moved]) > 1e-9
+    assert changed.any(axis=1).all()  # every moved window shows the shift in its context
+    assert (changed.argmax(axis=1) >= KEPT_BEFORE_STEPS).all()
+    assert (changed.argmax(axis=1) == KEPT_BEFORE_STEPS).any()  # a shift older than the window starts an hour in
 
 
 @pytest.mark.parametrize(("seasonal_days", "center", "cycle"),
@@ -135,3 +152,9 @@ def test_ramps_climb_for_hours_before_the_origin_and_go_on_past_it_then_hold() -
     assert goes_on.min() >= min(RAMP_GOES_ON_STEPS[0], rules.horizon)
     assert (going[:, :RAMP_GOES_ON_STEPS[0]]).all()  # no hold before the first hour is over
     assert inject_ramps(batch, SIGNALS, 0, 0.0, np.random.default_rng(1)) is batch
+
+
+def test_auto_shifts_the_levels_of_networks_centered_on_the_recent_level_only() -> None:
+    assert level_shift_share_for(None, "recent") == 0.1
+    assert level_shift_share_for(None, "last") == 0.0 and level_shift_share_for(None, "mean") == 0.0
+    assert level_shift_share_for(0.3, "last") == 0.3 and level_shift_share_for(0.0, "recent") == 0.0

@@ -23,6 +23,7 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
     strip = [s.model_copy(update={"description": ""}) for s in DEFAULT_SIGNALS]
     assert [s.model_copy(update={"description": ""}) for s in config.signals] == strip
     assert config.model == load_config(None).model
+    assert config.trainer.level_shift_share == load_config(None).trainer.level_shift_share == "auto"
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,8 @@ def test_example_config_is_valid_and_matches_defaults() -> None:
         ("model:\n  seasonal_bucket_seconds: 1000\n",
          "model: seasonal_bucket_seconds must be a multiple of step_seconds (300) that divides a day, not 1000"),
         ("prometheus:\n  bearer_token: {env: A, file: /x}\n", "exactly one of 'env' or 'file'"),
+        ("trainer:\n  level_shift_share: 0.7\n", "trainer.level_shift_share: must be auto or a share from 0 to 0.5"),
+        ("trainer:\n  level_shift_share: often\n", "trainer.level_shift_share: must be auto or a share from 0 to 0.5"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("prometheus: [unclosed\n", "not valid YAML"),
     ],

@@ -74,7 +74,7 @@ def test_train_gate_and_registry_agree(tmp_path: Path, monkeypatch: pytest.Monke
         registry.promote(first)
 
     # Second run: a current model (if promoted) is now part of the comparison; this one trains
-    # with injected level shifts (trainer.augment), which the model's metadata records.
+    # with a larger share of injected level shifts (trainer.augment), which the metadata records.
     from trainer import training
 
     shares_used: set[float] = set()
@@ -90,9 +90,11 @@ def test_train_gate_and_registry_agree(tmp_path: Path, monkeypatch: pytest.Monke
     assert code2 in (0, 3, 4)
     versions = registry.versions()
     assert len(versions) == 2
-    shares = [read_metadata(registry.root / GLOBAL_SCOPE / "versions" / v)["training"]["level_shift_share"]
-              for v in versions]
-    assert shares == [0.0, 0.3] and shares_used == {0.3}
+    metas = [read_metadata(registry.root / GLOBAL_SCOPE / "versions" / v) for v in versions]
+    shares = [m["training"]["level_shift_share"] for m in metas]
+    # The default (auto: by the first network's center), then the flag.
+    first_center = metas[0]["spec"]["center"]
+    assert shares == [0.1 if first_center == "recent" else 0.0, 0.3] and shares_used == {0.3}
     assert 'model="current"' in metrics.read_text()
     # The second run continued from the first one's weights (the default), the first from fresh ones.
     starts = [read_metadata(registry.root / GLOBAL_SCOPE / "versions" / v)["training"]["initial_weights"]

@@ -276,7 +276,7 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
         # What `auto` chose for this network (trainer/centering.py, trainer/week_choice.py).
         "center": spec.center, "seasonal_days": spec.seasonal_days,
         "seasonal_bucket_seconds": spec.seasonal_bucket_seconds,
-        "level_shift_share": settings.level_shift_share, "ramp_share": settings.ramp_share,
+        "level_shift_share": result.level_shift_share, "ramp_share": settings.ramp_share,
         "breach_share": settings.breach_share,
         "epochs": result.epochs, "samples_seen": result.samples_seen,
         "train_seconds": round(result.seconds, 1), "stopped_because": result.stopped_because,

@@ -45,7 +45,7 @@ from forecaster.contract.features import (
 from forecaster.contract.model import ForecastModel, ModelSpec, build_network, to_network_input
 from forecaster.contract.panel import Panel
 from forecaster.contract.schedules import ScheduleSet
-from trainer.augment import inject_level_shifts, inject_ramps
+from trainer.augment import inject_level_shifts, inject_ramps, level_shift_share_for
 from trainer.launch import default_precision
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,9 @@ class TrainSettings:
     time_budget_seconds: float = 3600.0
     gradient_accumulation: int = 1
     seed: int = 42
-    level_shift_share: float = 0.0  # trainer.augment: share of training windows given a lasting shift
+    # trainer.augment: share of training windows given a lasting shift; None (auto): by the network's center
+    # (trainer.augment.level_shift_share_for)
+    level_shift_share: float | None = None
     ramp_share: float = 0.0  # trainer.augment: share of training windows given a ramp that goes on
     breach_share: float = 0.1  # WindowSampler: share of each batch drawn from the pre-breach windows
     validation_windows: int = 2048
@@ -446,6 +448,7 @@ class TrainResult:
     best_val_loss: float
     stopped_because: str
     validation: dict[str, Any] = field(default_factory=dict)
+    level_shift_share: float = 0.0  # as trained (``auto`` resolved)
 
 
 def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validation_steps: int,
@@ -474,9 +477,10 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     val = slices.val
     sampler = WindowSampler(panel, slices.split, slices.rules, spec.signal_codes(), slices.thresholds,
                             settings.seed, settings.breach_share)
-    log.info("training on %d series; %d candidate windows (%d pre-breach, drawn as %.0f %% of each batch); "
-             "%d validation windows", len(slices.split.series), int(sampler.count.sum()),
-             len(sampler.breach_series), 100 * settings.breach_share, len(val))
+    shift_share = level_shift_share_for(settings.level_shift_share, spec.center)
+    log.info("training on %d series; %d candidate windows (%d pre-breach, drawn as %.0f %% of each batch; "
+             "%.0f %% given a level shift); %d validation windows", len(slices.split.series), int(sampler.count.sum()),
+             len(sampler.breach_series), 100 * settings.breach_share, 100 * shift_share, len(val))
 
     network = build_network(spec)
     if settings.initial_weights is not None:
@@ -484,7 +488,7 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
         log.info("starting from weights %s", settings.initial_weights)
     module = _lightning_module(network, settings, spec.quantiles)
     batches = SampledBatches(sampler, settings.batches_per_epoch * settings.gradient_accumulation, settings.batch_size,
-                             settings.seed, panel.signals, spec.seasonal_days, settings.level_shift_share,
+                             settings.seed, panel.signals, spec.seasonal_days, shift_share,
                              settings.ramp_share, center=spec.center,
                              cycle=CycleRule(steps_per_day(spec.step_seconds), spec.cycle_gate) if spec.cycle else None)
 
@@ -586,7 +590,7 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
     log.info("trained %d epochs (%s), %d samples in %.0fs; validation coverage %.3f -> %.3f",
              keep.epochs, why, samples, seconds, model.band.coverage_before or float("nan"),
              model.band.coverage_after or float("nan"))
-    return TrainResult(model, keep.epochs, samples, seconds, keep.best, why, validation)
+    return TrainResult(model, keep.epochs, samples, seconds, keep.best, why, validation, shift_share)
 
 
 def recalibrate(model: ForecastModel, panel: Panel, validation_steps: int, settings: TrainSettings,

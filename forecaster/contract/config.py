@@ -312,7 +312,9 @@ class TrainerSection(_Section):
     validation_days: float = Field(default=2, gt=0)
     promotion_margin: float = Field(default=0.02, ge=0, lt=1)
     seed: int = 42
-    level_shift_share: float = Field(default=0.0, ge=0, le=0.5)
+    # ``auto``: trainer.augment.AUTO_LEVEL_SHIFT_SHARE for a network centered on the recent level, none for
+    # the others (docs/TRAINING.md, "Injected level shifts").
+    level_shift_share: float | Literal["auto"] = "auto"
     ramp_share: float = Field(default=0.0, ge=0, le=0.5)
     # The share of each training batch drawn from pre-breach windows (trainer.training.WindowSampler).
     breach_share: float = Field(default=0.1, ge=0, le=0.5)
@@ -324,6 +326,19 @@ class TrainerSection(_Section):
     metrics_file: Path | None = None
     # Best-epoch checkpoints and Lightning's CSV logs; None: runs/train under the working directory.
     work_dir: Path | None = None
+
+    @field_validator("level_shift_share", mode="before")
+    @classmethod
+    def _shift_share(cls, value: Any) -> float | str:
+        if value == "auto":
+            return value
+        try:
+            share = float(value)
+        except (TypeError, ValueError):
+            share = float("nan")
+        if isinstance(value, bool) or not 0 <= share <= 0.5:
+            raise ValueError(f"must be auto or a share from 0 to 0.5, not {value!r}")
+        return share
 
 
 class ScheduleEntry(_Section):
