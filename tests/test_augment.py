@@ -155,6 +155,6 @@ def test_ramps_climb_for_hours_before_the_origin_and_go_on_past_it_then_hold() -
 
 
 def test_auto_shifts_the_levels_of_networks_centered_on_the_recent_level_only() -> None:
-    assert level_shift_share_for(None, "recent") == 0.1
-    assert level_shift_share_for(None, "last") == 0.0 and level_shift_share_for(None, "mean") == 0.0
+    assert level_shift_share_for("auto", "recent") == 0.1
+    assert level_shift_share_for("auto", "last") == 0.0 and level_shift_share_for("auto", "mean") == 0.0
     assert level_shift_share_for(0.3, "last") == 0.3 and level_shift_share_for(0.0, "recent") == 0.0

@@ -48,8 +48,8 @@ RAMP_GOES_ON_STEPS = (12, 96)  # ... and goes on for 1-8 h past it, then holds i
 RAMP_SIZE = (4.0, 10.0)  # its rise by the origin, in standard deviations of the window
 
 
-def level_shift_share_for(share: float | None, center: str) -> float:
-    """The share of training windows given a level shift: ``share``, or for ``auto`` (None)
+def level_shift_share_for(share: float | str, center: str) -> float:
+    """The share of training windows given a level shift: ``share``, or for ``auto``
     :data:`AUTO_LEVEL_SHIFT_SHARE` where the network is centered on the recent level and none elsewhere.
 
     Why by center: the recent center is chosen for fleets whose excursions mostly revert (a spike is
@@ -58,8 +58,8 @@ def level_shift_share_for(share: float | None, center: str) -> float:
     (NAB). On a network centered on the last value (SMD's machines) they made the median worse
     (docs/BENCHMARKS.md, "Level shifts as old as a working day").
     """
-    if share is not None:
-        return share
+    if share != "auto":
+        return float(share)
     return AUTO_LEVEL_SHIFT_SHARE if center == "recent" else 0.0
 
 

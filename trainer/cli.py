@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--batches-per-epoch", type=_positive_int, default=None)
         sp.add_argument("--batch-size", type=_positive_int, default=None)
         sp.add_argument("--seed", type=int, default=None)
-        sp.add_argument("--level-shift-share", type=_share_or_auto, default=False,
+        sp.add_argument("--level-shift-share", type=_share_or_auto, default=None,
                         help="auto, or the share of training windows given a lasting level shift (overrides "
                              "trainer.level_shift_share; docs/TRAINING.md)")
         sp.add_argument("--ramp-share", type=_share, default=None,
@@ -229,9 +229,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _share_or_auto(text: str) -> float | None:
-    """argparse type for ``--level-shift-share``: ``auto`` (None) or a share of windows."""
-    return None if text.strip().lower() == "auto" else _share(text)
+def _share_or_auto(text: str) -> float | str:
+    """argparse type for ``--level-shift-share``: ``auto`` or a share of windows."""
+    return "auto" if text.strip().lower() == "auto" else _share(text)
 
 
 def _share(text: str) -> float:
@@ -261,7 +261,8 @@ def _settings(args: argparse.Namespace, config: Config, budget_default_min: floa
         time_budget_seconds=budget * 60,
         gradient_accumulation=tc.gradient_accumulation,
         seed=args.seed if args.seed is not None else tc.seed,
-        level_shift_share=_level_shift_share(args.level_shift_share, tc.level_shift_share),
+        level_shift_share=(args.level_shift_share if args.level_shift_share is not None
+                           else tc.level_shift_share),
         ramp_share=args.ramp_share if args.ramp_share is not None else tc.ramp_share,
         breach_share=args.breach_share if args.breach_share is not None else tc.breach_share,
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
@@ -273,13 +274,6 @@ def _settings(args: argparse.Namespace, config: Config, budget_default_min: floa
         fast_path=args.fast_path if args.fast_path is not None else tc.fast_path,
         schedules=config.schedule_set,
     )
-
-
-def _level_shift_share(flag: float | bool | None, configured: float | str) -> float | None:
-    """The flag's share if given (False: not given; None: ``auto``), else the config's; None is ``auto``."""
-    if flag is not False:
-        return flag  # type: ignore[return-value]
-    return None if configured == "auto" else float(configured)
 
 
 def _work_dir(config: Config) -> Path:

@@ -61,9 +61,9 @@ class TrainSettings:
     time_budget_seconds: float = 3600.0
     gradient_accumulation: int = 1
     seed: int = 42
-    # trainer.augment: share of training windows given a lasting shift; None (auto): by the network's center
+    # trainer.augment: share of training windows given a lasting shift; ``auto``: by the network's center
     # (trainer.augment.level_shift_share_for)
-    level_shift_share: float | None = None
+    level_shift_share: float | str = "auto"
     ramp_share: float = 0.0  # trainer.augment: share of training windows given a ramp that goes on
     breach_share: float = 0.1  # WindowSampler: share of each batch drawn from the pre-breach windows
     validation_windows: int = 2048
