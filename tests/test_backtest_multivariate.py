@@ -144,6 +144,7 @@ def test_multivariate_backtest_writes_forecasts_score_py_accepts_with_labelled_i
     written = json.loads(report.read_text())
     assert "hosts x metric kinds: 2 x 3" in written["inputs"]
     assert "outcomes up to each origin" in written["band"]  # the service's online band, replayed
+    assert written["cycle"] in (True, False)  # what model.cycle: auto chose for this network, never "auto"
     assert "missing=0" in printed
     assert "Labelled incidents (bench.incidents.json: 2 segment starts, 2 on the 2 hosts" in printed
     assert "lab_recall" in printed and "host_precision" in printed

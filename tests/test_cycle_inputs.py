@@ -138,12 +138,12 @@ def test_a_model_saved_before_the_inputs_existed_has_none_and_a_new_one_reads_th
     assert driver_of("cycle", "cpu") == "own"  # the signal's own history, seen through its cycle
 
 
-@pytest.mark.parametrize(("flag", "expected"), [([], False), (["--cycle"], True), (["--no-cycle"], False)])
-def test_the_backtest_flag_turns_the_inputs_on(flag: list[str], expected: bool) -> None:
+@pytest.mark.parametrize(("flag", "expected"), [([], "auto"), (["--cycle"], True), (["--no-cycle"], False)])
+def test_the_backtest_flag_turns_the_inputs_on(flag: list[str], expected: bool | str) -> None:
     from trainer.cli import _load_config, _model_overrides, _parser, _spec
 
     args = _parser().parse_args(["backtest", "--data", "x.parquet", "--out", "y.csv", *flag])
     config = _load_config(args, _model_overrides(args))
     spec = _spec(config, ["value"]) if config is not None else None
     assert spec is not None and spec.cycle is expected
-    assert spec.cycle_gate == (CYCLE_GATE if expected else 0.0)  # a new model with the cycle is gated
+    assert spec.cycle_gate == (CYCLE_GATE if expected is True else 0.0)  # a new model with the cycle is gated

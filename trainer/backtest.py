@@ -273,9 +273,9 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
                    f"{len(data.panel.instances)} x {len(data.panel.signals)})" if data.multivariate
                    else "each series on its own (univariate)"),
         "initial_weights": str(settings.initial_weights) if settings.initial_weights else "none (from scratch)",
-        # What `auto` chose for this network (trainer/centering.py, trainer/week_choice.py).
+        # What `auto` chose for this network (trainer/centering.py, trainer/week_choice.py, trainer/cycle_choice.py).
         "center": spec.center, "seasonal_days": spec.seasonal_days,
-        "seasonal_bucket_seconds": spec.seasonal_bucket_seconds,
+        "seasonal_bucket_seconds": spec.seasonal_bucket_seconds, "cycle": spec.cycle,
         "level_shift_share": result.level_shift_share, "ramp_share": settings.ramp_share,
         "breach_share": settings.breach_share,
         "epochs": result.epochs, "samples_seen": result.samples_seen,

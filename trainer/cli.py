@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="overrides model.seasonal_days (auto, or 0-28 days)")
     b.add_argument("--center", default=None, help="overrides model.center (auto, last, recent or mean)")
     b.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
-                   help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
+                   help="the window's short-cycle inputs (overrides model.cycle, auto by default; docs/TRAINING.md)")
     b.add_argument("--online-band", action=argparse.BooleanOptionalAction, default=None,
                    help="each series' band follows its outcomes up to each origin, as the service's does "
                         "(overrides forecaster.online_band; on by default)")
@@ -154,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="overrides model.seasonal_days (auto, or 0-28 days)")
     pt.add_argument("--center", default=None, help="overrides model.center (auto, last, recent or mean)")
     pt.add_argument("--cycle", action=argparse.BooleanOptionalAction, default=None,
-                    help="the window's short-cycle inputs (overrides model.cycle; docs/TRAINING.md)")
+                    help="the window's short-cycle inputs (overrides model.cycle, auto by default; docs/TRAINING.md)")
     lightning_flags(pt)
     for command in (t, r, b, c, pt):
         add_global_flags_to(command, add_config_flag, add_log_flags)
@@ -315,7 +315,7 @@ def _spec(config: Config, signals: list[str]) -> ModelSpec:
                      seasonal_days=AUTO_SEASONAL_DAYS if m.seasonal_days == "auto" else m.seasonal_days,
                      schedules=bool(config.schedules), center=m.center,
                      seasonal_bucket_seconds=m.seasonal_bucket_seconds if m.seasonal_days else 0, cycle=m.cycle,
-                     cycle_gate=CYCLE_GATE if m.cycle else 0.0)
+                     cycle_gate=CYCLE_GATE if m.cycle is True else 0.0)  # auto: set with the choice
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -604,28 +604,30 @@ def _saved_spec(model_dir: Path) -> ModelSpec:
 
 
 def _shape_differences(start: ModelSpec, spec: ModelSpec) -> list[str]:
-    """The shape fields in which ``start`` differs from ``spec``; ``center: auto`` takes any center and
-    ``seasonal_days: auto`` any same-time days (and their buckets)."""
-    from forecaster.contract.model import AUTO_SEASONAL_DAYS
+    """The shape fields in which ``start`` differs from ``spec``; ``center: auto`` takes any center,
+    ``seasonal_days: auto`` any same-time days (and their buckets) and ``cycle: auto`` either (and its gate)."""
+    from forecaster.contract.model import AUTO_CYCLE, AUTO_SEASONAL_DAYS
     from trainer.centering import AUTO
 
     chosen = {"center"} if spec.center == AUTO else set()
     if spec.seasonal_days == AUTO_SEASONAL_DAYS:
         chosen |= {"seasonal_days", "seasonal_bucket_seconds"}
+    if spec.cycle == AUTO_CYCLE:
+        chosen |= {"cycle", "cycle_gate"}
     return [f for f in _SHAPE_FIELDS if getattr(start, f) != getattr(spec, f) and f not in chosen]
 
 
 def _resolved_auto(args: argparse.Namespace, registry: Registry, spec: ModelSpec, panel: Panel,
                    series_end: np.ndarray) -> ModelSpec:
-    """``spec`` with ``center: auto`` and ``seasonal_days: auto`` resolved (trainer/centering.py,
-    trainer/week_choice.py): as the network this run continues from, if it continues from one, else as
-    the history's training part favours."""
+    """``spec`` with ``center``, ``seasonal_days`` and ``cycle: auto`` resolved (trainer/centering.py,
+    trainer/week_choice.py, trainer/cycle_choice.py): as the network this run continues from, if it
+    continues from one, else as the history's training part favours."""
     from forecaster.contract.artifacts import ModelLoadError
-    from forecaster.contract.model import AUTO_SEASONAL_DAYS
+    from forecaster.contract.model import AUTO_CYCLE, AUTO_SEASONAL_DAYS
     from forecaster.contract.registry import GLOBAL_SCOPE
     from trainer.centering import AUTO
 
-    if spec.center != AUTO and spec.seasonal_days != AUTO_SEASONAL_DAYS:
+    if spec.center != AUTO and spec.seasonal_days != AUTO_SEASONAL_DAYS and spec.cycle != AUTO_CYCLE:
         return spec
     start = None
     if args.init_from is not None:
@@ -642,12 +644,14 @@ def _resolved_auto(args: argparse.Namespace, registry: Registry, spec: ModelSpec
 
 def _auto_choices(spec: ModelSpec, panel: Panel, series_end: np.ndarray, start: ModelSpec | None = None,
                   scope: str = "training") -> ModelSpec:
-    """``spec`` with its ``auto`` shape choices made: the center, then the same-time days (``start``:
-    the network the run continues from, whose choices it keeps)."""
+    """``spec`` with its ``auto`` shape choices made: the center, the same-time days and the cycle inputs
+    (``start``: the network the run continues from, whose choices it keeps)."""
     from trainer.centering import resolve_center
+    from trainer.cycle_choice import resolve_cycle
     from trainer.week_choice import resolve_week
 
-    return resolve_week(resolve_center(spec, panel, series_end, start, scope), panel, series_end, start, scope)
+    spec = resolve_week(resolve_center(spec, panel, series_end, start, scope), panel, series_end, start, scope)
+    return resolve_cycle(spec, panel, series_end, start, scope)
 
 
 def _read_history(config: Config) -> History | None:

@@ -308,12 +308,14 @@ def pretrain(corpus: Path, spec_for: Callable[[list[str]], ModelSpec], settings:
     for a multivariate one), so it is what ``backtest --init-from`` can start from.
     """
     from trainer.centering import resolve_center
+    from trainer.cycle_choice import resolve_cycle
     from trainer.training import train_model
 
     data = load_benchmark(Path(corpus), univariate=True)
     log.info("pretraining on %s: %d series, %d steps of %ds", corpus, len(data.series_ids), data.panel.n_times,
              data.panel.step_seconds)
     spec = resolve_center(spec_for(list(data.panel.signals)), data.panel, data.train_end, scope="pretrain")
+    spec = resolve_cycle(spec, data.panel, data.train_end, scope="pretrain")
     if spec.seasonal_days == AUTO_SEASONAL_DAYS:
         # The pretrained model is where every fleet starts, a new one with a day of history as much as one
         # with months: it reads no week unless asked to (--seasonal-days 7).

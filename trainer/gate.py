@@ -141,7 +141,7 @@ def _windows_for(model: ForecastModel, panel: Panel, batch: WindowBatch, rules: 
     schedules = (rules.schedules or ScheduleSet()) if spec.schedules else None
     own_rules = replace(rules, seasonal_days=spec.seasonal_days, center=spec.center,
                         seasonal_bucket_seconds=spec.seasonal_bucket_seconds, schedules=schedules,
-                        cycle=spec.cycle, cycle_gate=spec.cycle_gate)
+                        cycle=spec.reads_cycle, cycle_gate=spec.cycle_gate)
     if own_rules == rules:
         return batch
     own = build_windows(panel, batch.series, batch.origins, own_rules, spec.signal_codes(), batch.threshold)

@@ -487,10 +487,10 @@ def train_model(panel: Panel, spec: ModelSpec, settings: TrainSettings, validati
         load_model(network, str(settings.initial_weights), strict=True)
         log.info("starting from weights %s", settings.initial_weights)
     module = _lightning_module(network, settings, spec.quantiles)
+    cycle = CycleRule(steps_per_day(spec.step_seconds), spec.cycle_gate) if spec.reads_cycle else None
     batches = SampledBatches(sampler, settings.batches_per_epoch * settings.gradient_accumulation, settings.batch_size,
                              settings.seed, panel.signals, spec.seasonal_days, shift_share,
-                             settings.ramp_share, center=spec.center,
-                             cycle=CycleRule(steps_per_day(spec.step_seconds), spec.cycle_gate) if spec.cycle else None)
+                             settings.ramp_share, center=spec.center, cycle=cycle)
 
     val_batches = [_to_torch_batch(val.take(slice(i, i + 256)))
                    for i in range(0, len(val), 256)]

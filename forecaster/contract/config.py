@@ -248,9 +248,9 @@ class ModelSection(_Section):
     # which the forecaster queries at that step (forecaster/contract/seasonal.py); 0: every step's value.
     seasonal_bucket_seconds: int = Field(default=3600, ge=0)
     # The window's own short cycle as inputs (features.cycle_inputs: a profile at the period among a day's
-    # divisors that the window repeats best, and how strongly it repeats). Off by default: measured in
-    # docs/BENCHMARKS.md, "Short cycles".
-    cycle: bool = False
+    # divisors that the window repeats best, and how strongly it repeats); ``auto``: where the training
+    # history's windows repeat clearly better than they persist, else none (trainer/cycle_choice.py).
+    cycle: bool | Literal["auto"] = "auto"
 
     @field_validator("seasonal_days", mode="before")
     @classmethod
@@ -261,6 +261,16 @@ class ModelSection(_Section):
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 28:
             raise ValueError(f"must be auto or a whole number of days from 0 to 28, not {value!r}")
+        return value
+
+    @field_validator("cycle", mode="before")
+    @classmethod
+    def _cycle(cls, value: Any) -> bool | str:
+        words = {"auto": "auto", "true": True, "false": False}
+        if isinstance(value, str) and value.strip().lower() in words:  # also an override given as text
+            return words[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ValueError(f"must be auto, true or false, not {value!r}")
         return value
 
     @model_validator(mode="after")

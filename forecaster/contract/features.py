@@ -247,7 +247,7 @@ class WindowBatch:
         return ((self.target - self.center[:, None]) / self.scale[:, None]).astype(np.float32)
 
 
-def _ffill(rows: np.ndarray) -> np.ndarray:
+def forward_fill(rows: np.ndarray) -> np.ndarray:
     """Forward-fill NaN along the last axis (leading NaN stay NaN)."""
     mask = np.isfinite(rows)
     idx = np.where(mask, np.arange(rows.shape[-1]), 0)
@@ -345,7 +345,7 @@ def build_windows(
     pad = k >= lengths[:, None]
     target_raw = np.take_along_axis(raw, src, axis=1)
     obs_aligned = np.take_along_axis(observed, src, axis=1) & ~pad
-    target_filled = _ffill(np.where(pad, np.nan, target_raw))
+    target_filled = forward_fill(np.where(pad, np.nan, target_raw))
 
     with np.errstate(invalid="ignore", divide="ignore"):
         vals_for_stats = np.where(obs_aligned, target_filled, np.nan)
@@ -375,7 +375,7 @@ def build_windows(
                             np.clip(origins[:, None, None] - E + 1 + first[:, None, None] + k[:, None, :],
                                     0, T - 1)].astype(np.float64)
         host[np.broadcast_to(pad[:, None, :], host.shape)] = np.nan
-        host = _ffill(host)
+        host = forward_fill(host)
         # A signal the host does not have (a fleet or a benchmark where hosts differ in metrics) is
         # all NaN here and becomes a zero input; numpy's warning about it would repeat every batch.
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -432,7 +432,7 @@ def build_windows(
 
     codes = np.array([signal_codes.get(panel.signals[j], 0) for j in sig], dtype=np.int64)
     return WindowBatch(series, origins, enc, dec, codes, lengths.astype(np.int64), center, scale,
-                       last_value, thr, target, enc_max, _ffill(raw))
+                       last_value, thr, target, enc_max, forward_fill(raw))
 
 
 #: A window's values go into the network as (value - center) / scale. ``mean``: the center is the

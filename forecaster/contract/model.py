@@ -49,6 +49,9 @@ FORMAT_VERSION = 1
 #: ``seasonal_days`` of a spec built from ``model.seasonal_days: auto`` before the trainer chose from the
 #: history (trainer/week_choice.py); never saved: :meth:`ModelSpec.from_json` accepts 0-28 only.
 AUTO_SEASONAL_DAYS = -1
+#: ``cycle`` of a spec built from ``model.cycle: auto`` before the trainer chose from the history
+#: (trainer/cycle_choice.py); never saved: :meth:`ModelSpec.from_json` accepts true or false only.
+AUTO_CYCLE = "auto"
 
 
 @dataclass
@@ -74,7 +77,8 @@ class ModelSpec:
     # 0, what a model saved before buckets existed means: from the values at each earlier day's step.
     seasonal_bucket_seconds: int = 0
     # The window's short-cycle inputs (features.cycle_inputs); False is what a model saved before them means.
-    cycle: bool = False
+    # AUTO_CYCLE only until the trainer chose.
+    cycle: bool | str = False
     # > 0: windows whose cycle strength is at least this have no cycle (features.CYCLE_GATE); 0, what a model
     # saved before the gate means: every window's profile is read.
     cycle_gate: float = 0.0
@@ -94,6 +98,13 @@ class ModelSpec:
         the same-time inputs read them step by step (bucketed ones come from coarse queries)."""
         return self.context_steps if self.seasonal_bucket_seconds else self.lookback_steps
 
+    @property
+    def reads_cycle(self) -> bool:
+        """Whether the network reads the cycle inputs (an unresolved ``auto`` has no answer yet)."""
+        if self.cycle == AUTO_CYCLE:
+            raise ValueError("cycle: auto is chosen by the trainer before the network is built")
+        return bool(self.cycle)
+
     def window_rules(self, min_history: int | None = None, schedules: ScheduleSet | None = None,
                      **relaxed: Any) -> WindowRules:
         """How windows are cut for this model; ``relaxed`` overrides the staleness/gap rules.
@@ -103,13 +114,13 @@ class ModelSpec:
         return WindowRules(self.context_steps, self.horizon_steps,
                            self.min_history_steps if min_history is None else min_history,
                            seasonal_days=self.seasonal_days, center=self.center,
-                           seasonal_bucket_seconds=self.seasonal_bucket_seconds, cycle=self.cycle,
+                           seasonal_bucket_seconds=self.seasonal_bucket_seconds, cycle=self.reads_cycle,
                            cycle_gate=self.cycle_gate,
                            schedules=(schedules or ScheduleSet()) if self.schedules else None, **relaxed)
 
     @property
     def encoder_variables(self) -> list[str]:
-        return encoder_variables(self.signals, self.seasonal_days, self.schedules, self.cycle)
+        return encoder_variables(self.signals, self.seasonal_days, self.schedules, self.reads_cycle)
 
     def signal_codes(self) -> dict[str, int]:
         """Embedding index per signal; 0 is kept for signals the model never saw."""
@@ -136,6 +147,8 @@ class ModelSpec:
             check_bucket_seconds(spec.seasonal_bucket_seconds, spec.step_seconds)
         if spec.center not in CENTERS:
             raise ValueError(f"center must be one of {', '.join(CENTERS)}, not {spec.center!r}")
+        if not isinstance(spec.cycle, bool):
+            raise ValueError(f"cycle must be true or false, not {spec.cycle!r}")
         if not 0 <= spec.cycle_gate <= 3:  # strengths are clipped to [0, 3]
             raise ValueError(f"cycle_gate must be between 0 and 3, not {spec.cycle_gate}")
         if list(spec.quantiles) != list(QUANTILES):
@@ -168,12 +181,12 @@ def _tft(TemporalFusionTransformer: Any, QuantileLoss: Any, TorchNormalizer: Any
         attention_head_size=spec.attention_heads,
         max_encoder_length=spec.context_steps,
         static_categoricals=["signal"],
-        static_reals=static_reals(spec.cycle),
+        static_reals=static_reals(spec.reads_cycle),
         time_varying_categoricals_encoder=[],
         time_varying_categoricals_decoder=[],
-        time_varying_reals_encoder=[*unknown, *known_reals(spec.seasonal_days, spec.schedules, spec.cycle)],
-        time_varying_reals_decoder=known_reals(spec.seasonal_days, spec.schedules, spec.cycle),
-        x_reals=x_reals(spec.signals, spec.seasonal_days, spec.schedules, spec.cycle),
+        time_varying_reals_encoder=[*unknown, *known_reals(spec.seasonal_days, spec.schedules, spec.reads_cycle)],
+        time_varying_reals_decoder=known_reals(spec.seasonal_days, spec.schedules, spec.reads_cycle),
+        x_reals=x_reals(spec.signals, spec.seasonal_days, spec.schedules, spec.reads_cycle),
         x_categoricals=["signal"],
         embedding_sizes={"signal": (n_codes, min(8, spec.hidden_size))},
         hidden_continuous_size=min(spec.hidden_continuous_size, spec.hidden_size),
