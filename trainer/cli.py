@@ -605,7 +605,7 @@ def _saved_spec(model_dir: Path) -> ModelSpec:
 
 def _shape_differences(start: ModelSpec, spec: ModelSpec) -> list[str]:
     """The shape fields in which ``start`` differs from ``spec``; ``center: auto`` takes any center,
-    ``seasonal_days: auto`` any same-time days (and their buckets) and ``cycle: auto`` either (and its gate)."""
+    ``seasonal_days: auto`` any same-time days (and their buckets) and ``cycle: auto`` either."""
     from forecaster.contract.model import AUTO_CYCLE, AUTO_SEASONAL_DAYS
     from trainer.centering import AUTO
 
@@ -613,7 +613,7 @@ def _shape_differences(start: ModelSpec, spec: ModelSpec) -> list[str]:
     if spec.seasonal_days == AUTO_SEASONAL_DAYS:
         chosen |= {"seasonal_days", "seasonal_bucket_seconds"}
     if spec.cycle == AUTO_CYCLE:
-        chosen |= {"cycle", "cycle_gate"}
+        chosen.add("cycle")  # the gate is not a shape field: it comes with the choice
     return [f for f in _SHAPE_FIELDS if getattr(start, f) != getattr(spec, f) and f not in chosen]
 
 
