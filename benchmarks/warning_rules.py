@@ -114,7 +114,11 @@ def main() -> int:
     forecasts = pd.read_parquet(args.forecasts) if args.forecasts.suffix == ".parquet" else pd.read_csv(args.forecasts)
     rows = forecasts.groupby(["series_id", "origin"], sort=False).size().to_numpy()
     saved = forecasts.drop_duplicates(["series_id", "origin"])["warn_8h"].to_numpy(dtype=bool)
-    same = float(np.mean(saved == (probs[0]["8h"] >= cutoffs["8h"]))) if len(saved) == len(probs[0]["8h"]) else 0.0
+    if len(saved) != len(probs[0]["8h"]):
+        print(f"warning_rules: {args.forecasts} has {len(saved)} origins, the dataset {len(probs[0]['8h'])}: "
+              "not this dataset's backtest", file=sys.stderr)
+        return 2
+    same = float(np.mean(saved == (probs[0]["8h"] >= cutoffs["8h"])))
     print(f"cut-offs {cutoffs}; the file's warn_8h reproduced at {same:.1%} of the origins")
     print("| rule | 8 h recall | precision | F1 | 2 h F1 | labelled recall 8 h (host precision) |")
     print("|---|---:|---:|---:|---:|---:|")
