@@ -37,22 +37,16 @@ LABELS = ("2h", "8h")
 
 def probabilities(data_path: Path, model_dir: Path, steps_back: int) -> tuple[dict[int, dict[str, np.ndarray]],
                                                                                 dict[str, float]]:
-    """Breach probabilities per protocol origin (in ``origins_for`` order) and per forecast k steps before it."""
+    """Breach probabilities per protocol origin (in the forecasts file's order) and per forecast k steps before it."""
     from forecaster.contract.artifacts import load_model_dir
     from forecaster.contract.features import build_windows
-    from trainer.backtest import load_benchmark, origins_for
+    from trainer.backtest import load_benchmark, protocol_origins, protocol_rules
 
     data = load_benchmark(data_path)
     model = load_model_dir(model_dir)
-    cells, origins = [], []
-    for i in range(len(data.series_ids)):
-        for o in origins_for(int(data.lengths[i]), int(data.n_train[i])):
-            cells.append(tuple(data.cells[i]))
-            origins.append(data.offsets[i] + o)
-    series = np.array(cells, dtype=np.int64).reshape(-1, 2)
-    at = np.array(origins, dtype=np.int64)
-    thresholds = data.panel.thresholds[series[:, 0], series[:, 1]]
-    rules = model.spec.window_rules(min_history=1, max_stale_steps=10**6, min_observed_fraction=0.0)
+    protocol = protocol_origins(data)
+    series, at, thresholds = protocol.cells, protocol.at, protocol.thresholds
+    rules = protocol_rules(model.spec)
     out: dict[int, dict[str, np.ndarray]] = {}
     for k in range(steps_back + 1):
         parts = {label: [] for label in LABELS}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecaster.contract.features import WindowBatch, build_windows
+from forecaster.contract.features import WindowBatch, WindowRules, build_windows
 from forecaster.contract.model import ModelSpec
 from forecaster.contract.online_band import RATE, OnlineBand, panel_values_at
 from forecaster.contract.panel import Panel, PanelError
@@ -193,6 +193,36 @@ def follow_band(data: BenchmarkData, series: np.ndarray, origins: np.ndarray, qu
     return out
 
 
+@dataclass
+class ProtocolOrigins:
+    """Every (series, origin) the protocol forecasts, in the order of the forecasts file."""
+
+    cells: np.ndarray  # [N, 2] the panel cell (instance, signal) holding each series
+    at: np.ndarray  # [N] grid index of each origin
+    owners: list[tuple[int, int]]  # (series index in ``data.series_ids``, origin index in that series)
+    thresholds: np.ndarray  # [N]
+
+
+def protocol_origins(data: BenchmarkData) -> ProtocolOrigins:
+    cells, at, owners = [], [], []
+    for i in range(len(data.series_ids)):
+        for o in origins_for(int(data.lengths[i]), int(data.n_train[i])):
+            cells.append(tuple(data.cells[i]))
+            at.append(data.offsets[i] + o)
+            owners.append((i, int(o)))
+    cells_a = np.array(cells, dtype=np.int64).reshape(-1, 2)
+    at_a = np.array(at, dtype=np.int64)
+    thresholds = data.panel.thresholds[cells_a[:, 0], cells_a[:, 1]] if data.panel.thresholds is not None \
+        else np.full(len(at_a), np.nan)
+    return ProtocolOrigins(cells_a, at_a, owners, thresholds)
+
+
+def protocol_rules(spec: ModelSpec) -> WindowRules:
+    """Serving's window rules relaxed for the benchmark: every origin must be forecast, so stale ends
+    (imputed runs) are forward-filled rather than skipped."""
+    return spec.window_rules(min_history=1, max_stale_steps=10**6, min_observed_fraction=0.0)
+
+
 def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
                  validation_steps: int = 576, chunk: int = 2048,
                  online_band: bool = True) -> tuple[pd.DataFrame, dict] | None:
@@ -205,19 +235,9 @@ def run_backtest(data: BenchmarkData, spec: ModelSpec, settings: TrainSettings,
     ``online_band``: each series' band follows its outcomes as the service's does (:func:`follow_band`).
     """
     started = time.monotonic()
-    series, origins, owners = [], [], []
-    for i, _sid in enumerate(data.series_ids):
-        for o in origins_for(int(data.lengths[i]), int(data.n_train[i])):
-            series.append(tuple(data.cells[i]))
-            origins.append(data.offsets[i] + o)
-            owners.append((i, int(o)))
-    series_a = np.array(series, dtype=np.int64).reshape(-1, 2)
-    origins_a = np.array(origins, dtype=np.int64)
-    thresholds_a = data.panel.thresholds[series_a[:, 0], series_a[:, 1]] if data.panel.thresholds is not None \
-        else np.full(len(origins_a), np.nan)
-    # Serving rules relaxed for the benchmark: every origin must be forecast, so stale ends
-    # (imputed runs) are forward-filled rather than skipped.
-    rules = spec.window_rules(min_history=1, max_stale_steps=10**6, min_observed_fraction=0.0)
+    protocol = protocol_origins(data)
+    series_a, origins_a, owners, thresholds_a = protocol.cells, protocol.at, protocol.owners, protocol.thresholds
+    rules = protocol_rules(spec)
 
     def windows(part: slice) -> WindowBatch:
         return build_windows(data.panel, series_a[part], origins_a[part], rules, spec.signal_codes(),
